@@ -1,0 +1,6 @@
+//! puppet-conductor: a Kubernetes operator that launches EC2/Eucalyptus instances for
+//! declared Puppet nodes, records their classification in S3, signs only their verified
+//! certificates and cleans all of it up on deletion.
+
+pub mod api;
+pub mod ca;

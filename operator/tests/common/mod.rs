@@ -1,0 +1,21 @@
+//! Helpers shared by the integration tests (`mod common;` in each test file).
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+pub mod services;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A certname no earlier run against a reused server has used:
+/// `<prefix>-<unix millis>-<pid>-<counter>`, lower case as Puppet requires.
+pub fn unique_certname(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{millis}-{}-{n}", std::process::id()).to_lowercase()
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Install what the local test services need (Debian 12, as root). Idempotent
+# and quick when everything is present: apt and pip only run for what is missing.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+pkg_installed() {
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == installed ]]
+}
+
+apt_updated=0
+apt_install() {
+    # Only the first install of a run refreshes the indexes; a fresh CI image
+    # has none.
+    if ((apt_updated == 0)); then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+report() { printf '%-22s %s\n' "$1" "$2"; }
+
+# curl, python3-venv and ca-certificates are what the scripts themselves use
+# (readiness checks, the tools venv, pip over HTTPS); fresh images lack them.
+missing=()
+for p in puppetserver puppet-agent curl python3 python3-venv ca-certificates; do
+    pkg_installed "$p" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+fi
+for p in puppetserver puppet-agent curl python3 python3-venv ca-certificates; do
+    if [[ " ${missing[*]} " == *" $p "* ]]; then report "$p" installed; else report "$p" present; fi
+done
+
+# cloud-init's recommends pull in network and udev tooling we never run.
+if pkg_installed cloud-init; then
+    report cloud-init present
+else
+    apt_install --no-install-recommends cloud-init
+    report cloud-init installed
+fi
+
+# The venv records the interpreter it was made with; rebuild it if that
+# interpreter is gone (e.g. a pyenv version was removed).
+venv="$PC_TOOLS_DIR"
+if [[ -x "$venv/bin/python" ]] && ! "$venv/bin/python" -c '' 2>/dev/null; then
+    rm -rf "$venv"
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
+    report venv "created at $venv"
+else
+    report venv "present at $venv"
+fi
+
+# distribution name -> pip requirement; flask/flask-cors are what the
+# [server] extra adds, so a bare `moto` does not count as moto[server].
+dist_present() {
+    "$venv/bin/python" - "$@" <<'EOF'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+try:
+    for d in sys.argv[1:]:
+        version(d)
+except PackageNotFoundError:
+    sys.exit(1)
+EOF
+}
+if dist_present moto flask flask-cors && [[ -x "$venv/bin/moto_server" ]]; then
+    report "moto[server]" present
+else
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+    report "moto[server]" installed
+fi
+if dist_present kubernetes-validate && [[ -x "$venv/bin/kubernetes-validate" ]]; then
+    report kubernetes-validate present
+else
+    "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+    report kubernetes-validate installed
+fi
