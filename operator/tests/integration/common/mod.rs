@@ -1,6 +1,6 @@
-//! Helpers shared by the integration tests (`mod common;` in each test file).
+//! Helpers shared by the integration tests.
 
-// Each test binary compiles this module and uses only part of it.
+// Not every helper is used by every build of the tests.
 #![allow(dead_code)]
 
 pub mod services;

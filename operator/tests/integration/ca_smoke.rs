@@ -5,15 +5,9 @@
 //!
 //! Needs `tests/services/up.sh`; skipped without it unless `PC_REQUIRE_SERVICES=1`.
 
-// Integration tests are test code: clippy.toml's allow-*-in-tests only covers
-// #[test] functions, not the helpers beside them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::services::PuppetServer;
+use crate::common::services::PuppetServer;
 use puppet_conductor::ca::{CertState, PuppetCa, DEFAULT_TIMEOUT};
 use sha2::{Digest, Sha256};
 use x509_parser::certification_request::X509CertificationRequest;
@@ -85,7 +79,7 @@ async fn agent_csr_is_listed_with_its_attributes_and_left_unsigned() {
         return;
     };
     let ca = puppet.ca_client(DEFAULT_TIMEOUT);
-    let certname = common::unique_certname("ca-smoke");
+    let certname = crate::common::unique_certname("ca-smoke");
     // Shaped like the operator's challenges: hex of a digest, unique per certname.
     let challenge = hex::encode(Sha256::digest(certname.as_bytes()))[..32].to_owned();
     let instance_id = "i-0123456789abcdef0";
@@ -145,7 +139,7 @@ async fn agent_csr_is_listed_with_its_attributes_and_left_unsigned() {
 /// The parsing above, on a CSR captured from a real agent (no services needed).
 #[test]
 fn captured_agent_csr_carries_challenge_and_instance_id() {
-    let pem = include_str!("fixtures/ca/certificate_request_requested.pem");
+    let pem = include_str!("../fixtures/ca/certificate_request_requested.pem");
     let csr = csr_attributes(pem);
     assert_eq!(csr.subject_cn.as_deref(), Some("fixture-requested"));
     assert_eq!(csr.challenge.as_deref(), Some("c-123"));

@@ -5,16 +5,10 @@
 //! Tests that need the puppetserver skip without `tests/services/up.sh`
 //! unless `PC_REQUIRE_SERVICES=1`; the others always run.
 
-// Integration tests are test code: clippy.toml's allow-*-in-tests only covers
-// #[test] functions, not the helpers beside them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::services::PuppetServer;
 use chrono::Utc;
-use common::services::PuppetServer;
 use puppet_conductor::ca::{CaError, CertState, HttpCa, PuppetCa, DEFAULT_TIMEOUT};
 use sha2::{Digest, Sha256};
 
@@ -83,7 +77,7 @@ async fn signed_agent_gets_its_certificate_and_loses_it_on_clean() {
         return;
     };
     let ca = puppet.ca_client(DEFAULT_TIMEOUT);
-    let certname = common::unique_certname("ca-client-sign");
+    let certname = crate::common::unique_certname("ca-client-sign");
 
     let run = puppet
         .run_agent(&certname, Some("c"), Some("i-1"), None)
@@ -166,7 +160,7 @@ async fn clean_of_unknown_certname_is_ok_and_sign_is_not_found() {
         return;
     };
     let ca = puppet.ca_client(DEFAULT_TIMEOUT);
-    let certname = common::unique_certname("ca-client-unknown");
+    let certname = crate::common::unique_certname("ca-client-unknown");
     ca.revoke_and_clean(&certname)
         .await
         .expect("unknown is already clean");
@@ -184,7 +178,7 @@ async fn dns_alt_names_show_in_the_status() {
         return;
     };
     let ca = puppet.ca_client(DEFAULT_TIMEOUT);
-    let certname = common::unique_certname("ca-client-alt");
+    let certname = crate::common::unique_certname("ca-client-alt");
     let run = puppet
         .run_agent(&certname, None, None, Some("alt-a.example,alt-b.example"))
         .await;

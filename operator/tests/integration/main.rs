@@ -1,0 +1,13 @@
+//! All integration tests in one binary: one link of the AWS SDK instead of one per file.
+//!
+//! Tests that need the local services (`tests/services/up.sh`) skip without them unless
+//! `PC_REQUIRE_SERVICES=1`, which the project's test command sets.
+
+// Integration tests are test code: clippy.toml's allow-*-in-tests only covers
+// #[test] functions, not the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod ca_client;
+mod ca_smoke;
