@@ -4,3 +4,8 @@
 
 pub mod api;
 pub mod ca;
+pub mod cloud;
+pub mod controller;
+pub mod identity;
+pub mod records;
+pub mod userdata;

@@ -59,7 +59,7 @@ pub struct PuppetNodeSpec {
 
     /// Top-scope parameters handed to Puppet through the ENC (any JSON values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
+    #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"x-kubernetes-preserve-unknown-fields": true}))]
     pub parameters: BTreeMap<String, serde_json::Value>,
 
     /// Per-node instance settings; unset fields fall back to the master's `nodeDefaults`.
@@ -134,7 +134,7 @@ pub struct InstanceSpec {
     /// Extra cloud-config merged into the generated user data (its `puppet` key is the
     /// operator's and cannot be overridden).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"x-kubernetes-preserve-unknown-fields": true}))]
     pub cloud_config: BTreeMap<String, serde_json::Value>,
 }
 

@@ -11,3 +11,16 @@ mod common;
 
 mod ca_client;
 mod ca_smoke;
+mod cloud_ec2;
+mod cloud_faults;
+mod cloud_support;
+mod crd_drift;
+mod crd_schema;
+mod crd_schema_support;
+mod manifests;
+mod node_lifecycle;
+mod node_support;
+mod records_probe;
+mod records_s3;
+mod records_support;
+mod userdata_cloud_init;

@@ -1,0 +1,81 @@
+//! Per-object exponential backoff with jitter, capped, reset on success.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Failure counts per object key (`namespace/name`).
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// A backoff starting at `base`, doubling per consecutive failure, never above `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a failure and returns how long to wait before the next attempt.
+    pub fn next_delay(&self, key: &str) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut map) => {
+                let n = map.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        let delay = delay_for(self.base, self.cap, n);
+        // Up to +25% jitter so a fleet failing together does not retry in lockstep.
+        let jitter = delay.mul_f64(rand::random::<f64>() * 0.25);
+        (delay + jitter).min(self.cap)
+    }
+
+    /// Forgets the failures of an object after a successful pass.
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// `base * 2^(failures-1)`, capped.
+pub fn delay_for(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1u32 << exp).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_doubles_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(300);
+        assert_eq!(delay_for(base, cap, 1), Duration::from_secs(1));
+        assert_eq!(delay_for(base, cap, 4), Duration::from_secs(8));
+        assert_eq!(delay_for(base, cap, 30), cap);
+    }
+
+    #[test]
+    fn reset_starts_over_and_jitter_stays_under_the_cap() {
+        let b = Backoff::new(Duration::from_secs(2), Duration::from_secs(10));
+        for _ in 0..10 {
+            assert!(b.next_delay("ns/a") <= Duration::from_secs(10));
+        }
+        b.reset("ns/a");
+        let d = b.next_delay("ns/a");
+        assert!(
+            d >= Duration::from_secs(2) && d <= Duration::from_millis(2500),
+            "{d:?}"
+        );
+    }
+}

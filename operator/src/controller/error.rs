@@ -1,0 +1,129 @@
+//! Errors of a reconcile pass and how the error policy treats them.
+
+use crate::ca::CaError;
+use crate::cloud::CloudError;
+use crate::records::RecordsError;
+use crate::userdata::UserDataError;
+
+/// Why a reconcile pass stopped early.
+#[derive(thiserror::Error, Debug)]
+pub enum ReconcileError {
+    /// The Kubernetes API refused or failed a call.
+    #[error("kubernetes API call failed")]
+    Kube(#[source] kube::Error),
+    /// The cloud (EC2/Eucalyptus) failed a call.
+    #[error("cloud call failed")]
+    Cloud(#[from] CloudError),
+    /// The records bucket failed a call.
+    #[error("records call failed")]
+    Records(#[from] RecordsError),
+    /// The Puppet CA failed a call.
+    #[error("CA call failed")]
+    Ca(#[from] CaError),
+    /// The user data could not be rendered.
+    #[error("user data")]
+    UserData(#[from] UserDataError),
+    /// The spec is valid for the schema but cannot be acted on (e.g. no image anywhere).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// The referenced PuppetMaster does not exist (yet).
+    #[error("PuppetMaster {0} not found")]
+    MasterNotFound(String),
+    /// A referenced Secret is missing or lacks a key.
+    #[error("secret {name}: {problem}")]
+    Secret {
+        /// Secret name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The object lacks a name, namespace or UID (never for objects read from the API).
+    #[error("object has no {0}")]
+    MissingMetadata(&'static str),
+    /// Deletion is under way (instances still shutting down): not a failure, but the
+    /// finalizer helper releases on `Ok`, so waiting is reported this way.
+    #[error("cleanup in progress: {0}")]
+    CleanupInProgress(String),
+    /// The finalizer helper failed to add or remove the finalizer.
+    #[error("finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
+}
+
+impl ReconcileError {
+    /// Permanent errors wait for a change of the object; the rest back off and retry.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ReconcileError::InvalidSpec(_) | ReconcileError::UserData(_) => true,
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
+                _ => false,
+            },
+            // Secrets, masters and credentials can be fixed without touching the node: retry.
+            _ => false,
+        }
+    }
+
+    /// Short label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(_) => "kubernetes",
+            ReconcileError::Cloud(e) => {
+                if e.is_retryable() {
+                    "cloud-unavailable"
+                } else {
+                    "cloud-refused"
+                }
+            }
+            ReconcileError::Records(e) => {
+                if e.is_retryable() {
+                    "records-unavailable"
+                } else {
+                    "records-refused"
+                }
+            }
+            ReconcileError::Ca(e) => {
+                if e.is_retryable() {
+                    "ca-unavailable"
+                } else {
+                    "ca-refused"
+                }
+            }
+            ReconcileError::UserData(_) => "user-data",
+            ReconcileError::InvalidSpec(_) => "invalid-spec",
+            ReconcileError::MasterNotFound(_) => "master-not-found",
+            ReconcileError::Secret { .. } => "secret",
+            ReconcileError::MissingMetadata(_) => "metadata",
+            ReconcileError::CleanupInProgress(_) => "cleanup-in-progress",
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "finalizer",
+            },
+        }
+    }
+
+    /// The innermost reconcile error (unwrapping the finalizer helper's wrapper).
+    pub fn root(&self) -> &ReconcileError {
+        match self {
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.root(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+}
+
+/// Renders an error with its whole source chain, for conditions and events.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

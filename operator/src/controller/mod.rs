@@ -1,0 +1,23 @@
+//! Controllers: one file per kind, the pure planner, and what they share.
+//!
+//! Pipeline per node: observe (one shared snapshot per master) → decide ([`plan::plan`],
+//! pure) → act (idempotent calls through the service traits) → status (server-side apply).
+
+pub mod backoff;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod node;
+pub mod node_actions;
+pub mod node_status;
+pub mod plan;
+pub mod services;
+pub mod snapshot;
+
+pub use context::Context;
+pub use error::ReconcileError;
+
+/// Finalizer guarding cleanup of instance, certificate and record.
+pub const NODE_FINALIZER: &str = "puppet-conductor.dev/cleanup";
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "puppet-conductor";

@@ -1,0 +1,472 @@
+//! The PuppetNode reconciler: observe → plan → act → status.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::error::{chain, ReconcileError};
+use super::node_actions::{Acting, NodeIdentity};
+use super::node_status::{set_condition, time};
+use super::plan::{plan, Observed, Plan};
+use super::services::MasterServices;
+use super::snapshot::{ca_has, Snapshot};
+use super::{Context, FIELD_MANAGER, NODE_FINALIZER};
+use crate::api::conditions as cond;
+use crate::api::master::PuppetMaster;
+use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
+use crate::ca::CertState;
+use crate::cloud::InstanceState;
+use crate::records::RecordsError;
+
+/// One reconcile pass of a node (the `Controller`'s reconcile function).
+pub async fn reconcile(
+    node: Arc<PuppetNode>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let id = NodeIdentity::of(&node)?;
+    let result = reconcile_inner(node.clone(), &ctx, &id).await;
+    match &result {
+        Ok(_) => ctx.backoff.reset(&id.key),
+        Err(error) if matches!(error.root(), ReconcileError::CleanupInProgress(_)) => {
+            ctx.backoff.reset(&id.key)
+        }
+        Err(error) => report_failure(&node, &ctx, error).await,
+    }
+    result
+}
+
+/// Error policy: permanent errors wait for a change, transient ones back off per object.
+pub fn error_policy(node: Arc<PuppetNode>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    if error.is_permanent() {
+        return Requeue::await_change();
+    }
+    if matches!(error.root(), ReconcileError::CleanupInProgress(_)) {
+        return Requeue::requeue(ctx.settings.converging);
+    }
+    let key = format!(
+        "{}/{}",
+        node.namespace().unwrap_or_default(),
+        node.name_any()
+    );
+    Requeue::requeue(ctx.backoff.next_delay(&key))
+}
+
+async fn reconcile_inner(
+    node: Arc<PuppetNode>,
+    ctx: &Context,
+    id: &NodeIdentity,
+) -> Result<Requeue, ReconcileError> {
+    let ns = node
+        .namespace()
+        .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    let nodes: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let deleting = node.meta().deletion_timestamp.is_some();
+    let has_finalizer = node.finalizers().iter().any(|f| f == NODE_FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Requeue::await_change());
+    }
+
+    let master = masters
+        .get_opt(&node.spec.master_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+        .ok_or_else(|| ReconcileError::MasterNotFound(id.master_key.clone()))?;
+    let services = ctx.services.services(&master).await?;
+
+    // Observe before adding the finalizer: a node whose cloud was never reachable (bad
+    // credentials, wrong endpoint) holds nothing to clean up and must stay deletable.
+    let snapshot = ctx
+        .snapshots
+        .get(&id.master_key, &services, ctx.settings.snapshot_max_age)
+        .await?;
+
+    let node = if deleting || has_finalizer {
+        node
+    } else {
+        Arc::new(add_finalizer(&nodes, &node).await?)
+    };
+    finalizer(&nodes, NODE_FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => {
+                converge(&node, &master, &services, &snapshot, ctx, id, false).await
+            }
+            FinalizerEvent::Cleanup(node) => {
+                converge(&node, &master, &services, &snapshot, ctx, id, true).await
+            }
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+}
+
+/// Adds the finalizer, guarded by the resourceVersion so a concurrent change is not lost.
+/// (kube's helper would add it too, but its `test: null` on an absent list is not portable
+/// across API implementations; removal and dispatch stay with the helper.)
+async fn add_finalizer(
+    nodes: &Api<PuppetNode>,
+    node: &PuppetNode,
+) -> Result<PuppetNode, ReconcileError> {
+    let rv = node
+        .resource_version()
+        .ok_or(ReconcileError::MissingMetadata("resourceVersion"))?;
+    let add = if node.meta().finalizers.is_some() {
+        json!({"op": "add", "path": "/metadata/finalizers/-", "value": NODE_FINALIZER})
+    } else {
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [NODE_FINALIZER]})
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        add,
+    ]))
+    .map_err(|e| ReconcileError::InvalidSpec(format!("finalizer patch: {e}")))?;
+    nodes
+        .patch(
+            &node.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(ReconcileError::Kube)
+}
+
+/// What the planner needs, from the snapshot, status and (only on the launch path) the record.
+async fn observe(
+    node: &PuppetNode,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    id: &NodeIdentity,
+    deleting: bool,
+) -> Result<Observed, ReconcileError> {
+    let status = node.status.clone().unwrap_or_default();
+    let instances = snapshot.node_instances(&id.uid);
+    let ca_present_incarnations = snapshot.certificates.as_ref().map(|certs| {
+        let max = instances
+            .iter()
+            .map(super::plan::instance_incarnation)
+            .chain(status.incarnation)
+            .max()
+            .unwrap_or(1);
+        (1..=max)
+            .filter(|inc| ca_has(certs, &id.certname(node, *inc)))
+            .collect::<BTreeSet<i64>>()
+    });
+    let mut observed = Observed {
+        deleting,
+        replace_policy: node.spec.replace_policy,
+        deletion_policy: node.spec.deletion_policy,
+        status_incarnation: status.incarnation,
+        record_incarnation: None,
+        record_instance_id: None,
+        instances,
+        fixed_certname: node.spec.certname.is_some(),
+        ca_present_incarnations,
+    };
+    if deleting {
+        return Ok(observed);
+    }
+    // Status may be lost: when the plan would launch, the record (written before every
+    // launch, naming the instance after it) decides between "never launched" and "gone".
+    let first = plan(&observed);
+    if first.actions.contains(&super::plan::Action::Launch) {
+        let certname = id.certname(node, first.incarnation);
+        if snapshot.records.records.contains_key(&certname) {
+            match services.records.get(&certname).await {
+                Ok(Some(record)) if record.owner.node_uid == id.uid => {
+                    observed.record_incarnation = Some(record.owner.incarnation);
+                    observed.record_instance_id = record.instance_id;
+                }
+                Ok(_) => {}
+                Err(e @ RecordsError::Conflict { .. }) => return Err(e.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(observed)
+}
+
+async fn converge(
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    id: &NodeIdentity,
+    deleting: bool,
+) -> Result<Requeue, ReconcileError> {
+    let observed = observe(node, services, snapshot, id, deleting).await?;
+    let the_plan = plan(&observed);
+    let acting = Acting {
+        ctx,
+        node,
+        master,
+        services,
+        id,
+        snapshot,
+        written: Default::default(),
+    };
+    let outcome = acting.run(&the_plan).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(error) => {
+            write_status(ctx, node, id, snapshot, &the_plan, None, Some(&error)).await?;
+            return Err(error);
+        }
+    };
+    if deleting && !the_plan.release {
+        write_status(ctx, node, id, snapshot, &the_plan, None, None).await?;
+        return Err(ReconcileError::CleanupInProgress(
+            "waiting for instances to shut down".into(),
+        ));
+    }
+    if the_plan.release {
+        ctx.events
+            .publish(
+                &node.object_ref(&()),
+                false,
+                "Released",
+                "Cleanup",
+                "cleanup confirmed; finalizer released".into(),
+            )
+            .await;
+        return Ok(Requeue::await_change());
+    }
+    let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
+    let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None).await?;
+    Ok(match phase {
+        Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
+        _ => Requeue::requeue(ctx.settings.converging),
+    })
+}
+
+/// Writes the status the plan and snapshot imply (server-side apply, one field manager).
+async fn write_status(
+    ctx: &Context,
+    node: &PuppetNode,
+    id: &NodeIdentity,
+    snapshot: &Snapshot,
+    the_plan: &Plan,
+    launched_id: Option<String>,
+    error: Option<&ReconcileError>,
+) -> Result<Phase, ReconcileError> {
+    let now = Utc::now();
+    let generation = node.meta().generation;
+    let mut status = node.status.clone().unwrap_or_default();
+    let certname = id.certname(node, the_plan.incarnation);
+    let instance_id = the_plan.instance_id.clone().or(launched_id);
+    let instance = instance_id
+        .as_ref()
+        .and_then(|iid| snapshot.instances.iter().find(|i| &i.id == iid));
+
+    let (running, reason, message) = the_plan.instance_running.clone();
+    let running = running && instance.is_some_and(|i| i.state == InstanceState::Running);
+    set_condition(
+        &mut status.conditions,
+        cond::INSTANCE_RUNNING,
+        running,
+        reason,
+        message,
+        generation,
+        now,
+    );
+
+    let record_ok = snapshot.records.records.contains_key(&certname) && error.is_none();
+    match error {
+        Some(e) => set_condition(
+            &mut status.conditions,
+            cond::RECORD_WRITTEN,
+            false,
+            e.root().category(),
+            chain(e),
+            generation,
+            now,
+        ),
+        None => set_condition(
+            &mut status.conditions,
+            cond::RECORD_WRITTEN,
+            record_ok,
+            if record_ok { "Written" } else { "Pending" },
+            if record_ok {
+                format!("record {certname} is current")
+            } else {
+                "record not written yet".to_string()
+            },
+            generation,
+            now,
+        ),
+    }
+
+    // Certificate and check-in: read from the shared CA listing and records listing.
+    let cert = snapshot
+        .certificates
+        .as_ref()
+        .and_then(|c| c.get(&certname));
+    let signed = cert.is_some_and(|c| c.state == CertState::Signed);
+    status.certificate = cert.map(|c| CertificateStatus {
+        state: Some(c.state.as_str().to_string()),
+        fingerprint: c.fingerprint.clone(),
+        not_after: c.not_after.map(time),
+    });
+    set_condition(
+        &mut status.conditions,
+        cond::CERTIFICATE_SIGNED,
+        signed,
+        if signed {
+            "Signed"
+        } else if cert.is_some() {
+            "Requested"
+        } else {
+            "NoRequest"
+        },
+        match cert {
+            Some(c) => format!("certificate {certname} is {}", c.state.as_str()),
+            None => format!("no CSR for {certname} yet"),
+        },
+        generation,
+        now,
+    );
+    let check_in = snapshot.records.check_ins.get(&certname).copied();
+    let launched_at = instance.and_then(|i| i.launch_time);
+    let classified = signed && check_in.is_some_and(|t| launched_at.is_none_or(|l| t >= l));
+    status.last_check_in = check_in.map(time);
+    set_condition(
+        &mut status.conditions,
+        cond::CLASSIFIED,
+        classified,
+        if classified { "CheckedIn" } else { "NoCheckIn" },
+        if classified {
+            "the agent received its classification".to_string()
+        } else {
+            "the agent has not asked for its catalog yet".to_string()
+        },
+        generation,
+        now,
+    );
+
+    let mut phase = the_plan.phase;
+    if phase == Phase::AwaitingCsr && running && signed {
+        phase = if classified {
+            Phase::Ready
+        } else {
+            Phase::Signed
+        };
+    }
+    if let Some(e) = error {
+        if e.root().is_permanent() {
+            phase = Phase::Failed;
+        }
+    }
+    let ready = phase == Phase::Ready;
+    let (ready_reason, ready_message) = match error {
+        Some(e) => (e.root().category(), chain(e)),
+        None if ready => (
+            "Ready",
+            "instance running, certificate signed, agent classified".to_string(),
+        ),
+        None => (phase.as_str(), format!("node is {}", phase.as_str())),
+    };
+    set_condition(
+        &mut status.conditions,
+        cond::READY,
+        ready,
+        ready_reason,
+        ready_message,
+        generation,
+        now,
+    );
+
+    status.phase = Some(phase);
+    status.observed_generation = generation;
+    status.incarnation = Some(the_plan.incarnation);
+    status.certname = Some(certname);
+    status.instance_id = instance_id;
+    status.private_ip = instance.and_then(|i| i.private_ip.clone());
+    status.public_ip = instance.and_then(|i| i.public_ip.clone());
+    status.zone = instance.and_then(|i| i.zone.clone());
+
+    if node.status.as_ref() != Some(&status) {
+        let ns = node
+            .namespace()
+            .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+        let api: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({
+            "apiVersion": "puppet-conductor.dev/v1alpha1",
+            "kind": "PuppetNode",
+            "status": status,
+        });
+        api.patch_status(
+            &node.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(ReconcileError::Kube)?;
+        if node.status.as_ref().and_then(|s| s.phase) != Some(phase) {
+            ctx.events
+                .publish(
+                    &node.object_ref(&()),
+                    phase == Phase::Failed,
+                    phase.as_str(),
+                    "Reconcile",
+                    format!("phase is now {}", phase.as_str()),
+                )
+                .await;
+        }
+    }
+    Ok(phase)
+}
+
+/// Failures before a plan could be made (master missing, Secrets, cloud unreachable):
+/// a `Ready=False` condition and a Warning event saying why.
+async fn report_failure(node: &PuppetNode, ctx: &Context, error: &ReconcileError) {
+    let root = error.root();
+    tracing::warn!(node = %node.name_any(), error = %chain(error), category = root.category(), "reconcile failed");
+    ctx.events
+        .publish(
+            &node.object_ref(&()),
+            true,
+            "ReconcileFailed",
+            "Reconcile",
+            chain(error),
+        )
+        .await;
+    let Some(ns) = node.namespace() else { return };
+    let now = Utc::now();
+    let mut status: PuppetNodeStatus = node.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        cond::READY,
+        false,
+        root.category(),
+        chain(error),
+        node.meta().generation,
+        now,
+    );
+    if root.is_permanent() {
+        status.phase = Some(Phase::Failed);
+    } else if status.phase.is_none() {
+        status.phase = Some(Phase::Pending);
+    }
+    let api: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({ "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetNode", "status": status });
+    if let Err(e) = api
+        .patch_status(
+            &node.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not write failure status");
+    }
+}

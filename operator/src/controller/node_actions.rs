@@ -1,0 +1,335 @@
+//! Carrying out a node plan: the I/O half of the node controller.
+
+use std::collections::BTreeMap;
+
+use kube::{Resource, ResourceExt};
+
+use super::error::ReconcileError;
+use super::plan::{Action, Plan, TerminateReason};
+use super::services::MasterServices;
+use super::snapshot::Snapshot;
+use super::Context;
+use crate::api::master::PuppetMaster;
+use crate::api::node::{HttpTokens, PuppetNode};
+use crate::cloud::{tags, Instance, LaunchRequest};
+use crate::identity;
+use crate::records::{NodeRecord, RecordOwner, WriteOutcome};
+use crate::userdata::{self, UserDataInput};
+
+/// Names and keys of one node, derived from its metadata.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    /// `namespace/name` of the node.
+    pub key: String,
+    /// `namespace/name` of its master.
+    pub master_key: String,
+    /// The node's UID.
+    pub uid: String,
+}
+
+impl NodeIdentity {
+    /// Identity of a node read from the API.
+    pub fn of(node: &PuppetNode) -> Result<Self, ReconcileError> {
+        let ns = node
+            .namespace()
+            .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+        let uid = node.uid().ok_or(ReconcileError::MissingMetadata("uid"))?;
+        Ok(Self {
+            key: format!("{ns}/{}", node.name_any()),
+            master_key: format!("{ns}/{}", node.spec.master_ref.name),
+            uid,
+        })
+    }
+
+    /// Certname of an incarnation.
+    pub fn certname(&self, node: &PuppetNode, incarnation: i64) -> String {
+        identity::certname(&self.uid, incarnation, node.spec.certname.as_deref())
+    }
+}
+
+/// The Puppet environment of a node: its own, the master's default, then `production`.
+pub fn environment(node: &PuppetNode, master: &PuppetMaster) -> String {
+    node.spec
+        .environment
+        .clone()
+        .or_else(|| master.spec.node_defaults.environment.clone())
+        .unwrap_or_else(|| "production".to_string())
+}
+
+/// The record of the node's current incarnation.
+pub fn desired_record(
+    ctx: &Context,
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    services: &MasterServices,
+    id: &NodeIdentity,
+    incarnation: i64,
+    instance_id: Option<String>,
+) -> NodeRecord {
+    let challenge = services.challenge_key.challenge(&id.uid, incarnation);
+    NodeRecord {
+        certname: id.certname(node, incarnation),
+        classes: node.spec.classes.clone(),
+        environment: environment(node, master),
+        parameters: node.spec.parameters.clone(),
+        challenge_sha256: identity::challenge_sha256(&challenge),
+        instance_id,
+        owner: RecordOwner {
+            operator: ctx.settings.operator_id.clone(),
+            master: id.master_key.clone(),
+            node: id.key.clone(),
+            node_uid: id.uid.clone(),
+            incarnation,
+        },
+    }
+}
+
+/// The RunInstances request of an incarnation: node settings over master defaults.
+pub fn launch_request(
+    ctx: &Context,
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    services: &MasterServices,
+    id: &NodeIdentity,
+    incarnation: i64,
+) -> Result<LaunchRequest, ReconcileError> {
+    let d = &master.spec.node_defaults;
+    let i = &node.spec.instance;
+    let image_id = i
+        .image_id
+        .clone()
+        .or_else(|| d.image_id.clone())
+        .ok_or_else(|| {
+            ReconcileError::InvalidSpec(
+                "no image: set spec.instance.imageId or the master's nodeDefaults.imageId".into(),
+            )
+        })?;
+    let instance_type = i.instance_type.clone().or_else(|| d.instance_type.clone()).ok_or_else(|| {
+        ReconcileError::InvalidSpec(
+            "no instance type: set spec.instance.instanceType or the master's nodeDefaults.instanceType".into(),
+        )
+    })?;
+    let certname = id.certname(node, incarnation);
+    let challenge = services.challenge_key.challenge(&id.uid, incarnation);
+    let user_data = userdata::render(&UserDataInput {
+        server: &master.spec.server,
+        port: master.spec.port,
+        certname: &certname,
+        environment: &environment(node, master),
+        ca_cert_pem: &services.ca_cert_pem,
+        challenge: &challenge,
+        extra: &i.cloud_config,
+    })?;
+
+    let mut tag_map: BTreeMap<String, String> = d.tags.clone();
+    tag_map.extend(i.tags.clone());
+    // The operator's own tags are what adoption and fencing rely on: they always win.
+    tag_map.retain(|k, _| !k.starts_with("puppet-conductor.dev/"));
+    tag_map
+        .entry("Name".to_string())
+        .or_insert_with(|| node.name_any());
+    tag_map.insert(tags::OPERATOR.to_string(), ctx.settings.operator_id.clone());
+    tag_map.insert(tags::MASTER.to_string(), id.master_key.clone());
+    tag_map.insert(tags::NODE.to_string(), id.key.clone());
+    tag_map.insert(tags::NODE_UID.to_string(), id.uid.clone());
+    tag_map.insert(tags::CERTNAME.to_string(), certname);
+    tag_map.insert(tags::INCARNATION.to_string(), incarnation.to_string());
+
+    Ok(LaunchRequest {
+        image_id,
+        instance_type,
+        subnet_id: i.subnet_id.clone().or_else(|| d.subnet_id.clone()),
+        security_group_ids: if i.security_group_ids.is_empty() {
+            d.security_group_ids.clone()
+        } else {
+            i.security_group_ids.clone()
+        },
+        iam_instance_profile: i
+            .iam_instance_profile
+            .clone()
+            .or_else(|| d.iam_instance_profile.clone()),
+        key_name: i.key_name.clone().or_else(|| d.key_name.clone()),
+        tags: tag_map,
+        user_data,
+        client_token: identity::client_token(&id.uid, incarnation),
+        imdsv2_required: i.metadata_http_tokens == HttpTokens::Required,
+    })
+}
+
+/// Everything needed to act on one node.
+pub struct Acting<'a> {
+    /// Shared context.
+    pub ctx: &'a Context,
+    /// The node.
+    pub node: &'a PuppetNode,
+    /// Its master.
+    pub master: &'a PuppetMaster,
+    /// The master's services.
+    pub services: &'a MasterServices,
+    /// The node's identity.
+    pub id: &'a NodeIdentity,
+    /// The snapshot the plan was made from.
+    pub snapshot: &'a Snapshot,
+    /// Records written during this pass (a second write must use the new ETag).
+    pub written: std::sync::Mutex<BTreeMap<String, crate::records::ListedRecord>>,
+}
+
+/// What acting changed, for status and events.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Instance launched in this pass.
+    pub launched: Option<Instance>,
+    /// Whether the record was written (vs. already current).
+    pub record_written: bool,
+}
+
+impl Acting<'_> {
+    async fn write_record(
+        &self,
+        plan: &Plan,
+        instance_id: Option<String>,
+    ) -> Result<bool, ReconcileError> {
+        let record = desired_record(
+            self.ctx,
+            self.node,
+            self.master,
+            self.services,
+            self.id,
+            plan.incarnation,
+            instance_id,
+        );
+        let listed = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&record.certname).cloned())
+            .or_else(|| self.snapshot.records.records.get(&record.certname).cloned());
+        match self
+            .services
+            .records
+            .put_if_changed(&record, listed.as_ref())
+            .await?
+        {
+            WriteOutcome::Written(l) => {
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(record.certname.clone(), l.clone());
+                }
+                self.ctx
+                    .snapshots
+                    .record(&self.id.master_key, &record.certname, Some(l))
+                    .await;
+                Ok(true)
+            }
+            WriteOutcome::Unchanged => Ok(false),
+        }
+    }
+
+    /// Performs the plan's actions in order; stops at the first failure.
+    pub async fn run(&self, plan: &Plan) -> Result<Outcome, ReconcileError> {
+        let mut outcome = Outcome::default();
+        let obj = self.node.object_ref(&());
+        for action in &plan.actions {
+            match action {
+                Action::Terminate {
+                    instance_ids,
+                    reason,
+                } => {
+                    self.services.cloud.terminate(instance_ids).await?;
+                    self.ctx
+                        .snapshots
+                        .terminated(&self.id.master_key, instance_ids)
+                        .await;
+                    let (reason_str, warning) = match reason {
+                        TerminateReason::Deletion => ("Terminating", false),
+                        TerminateReason::Fencing => ("Fencing", true),
+                        TerminateReason::Duplicate => ("DuplicateTerminated", true),
+                        TerminateReason::Superseded => ("SupersededTerminated", false),
+                    };
+                    self.ctx
+                        .events
+                        .publish(
+                            &obj,
+                            warning,
+                            reason_str,
+                            "Terminate",
+                            format!("terminating {}", instance_ids.join(", ")),
+                        )
+                        .await;
+                }
+                Action::Revoke { incarnations } => {
+                    for inc in incarnations {
+                        let certname = self.id.certname(self.node, *inc);
+                        self.services.ca.revoke_and_clean(&certname).await?;
+                        self.ctx
+                            .snapshots
+                            .revoked(&self.id.master_key, &certname)
+                            .await;
+                        self.ctx
+                            .events
+                            .publish(
+                                &obj,
+                                false,
+                                "CertificateRevoked",
+                                "Revoke",
+                                format!("revoked and cleaned certificate {certname} (incarnation {inc})"),
+                            )
+                            .await;
+                    }
+                }
+                Action::WriteRecord => {
+                    outcome.record_written |=
+                        self.write_record(plan, plan.instance_id.clone()).await?;
+                }
+                Action::Launch => {
+                    let request = launch_request(
+                        self.ctx,
+                        self.node,
+                        self.master,
+                        self.services,
+                        self.id,
+                        plan.incarnation,
+                    )?;
+                    let instance = self.services.cloud.launch(&request).await?;
+                    self.ctx
+                        .snapshots
+                        .launched(&self.id.master_key, instance.clone())
+                        .await;
+                    self.ctx
+                        .events
+                        .publish(
+                            &obj,
+                            false,
+                            "Launched",
+                            "Launch",
+                            format!(
+                                "launched {} for incarnation {} (certname {})",
+                                instance.id,
+                                plan.incarnation,
+                                self.id.certname(self.node, plan.incarnation)
+                            ),
+                        )
+                        .await;
+                    // The record names the instance, so a lost status cannot cause a relaunch.
+                    outcome.record_written |=
+                        self.write_record(plan, Some(instance.id.clone())).await?;
+                    outcome.launched = Some(instance);
+                }
+                Action::DeleteRecord => {
+                    for inc in 1..=plan.incarnation {
+                        let certname = self.id.certname(self.node, inc);
+                        if inc == plan.incarnation
+                            || self.snapshot.records.records.contains_key(&certname)
+                        {
+                            self.services.records.delete(&certname).await?;
+                            self.ctx
+                                .snapshots
+                                .record(&self.id.master_key, &certname, None)
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,568 @@
+//! PuppetNode lifecycle at reconciler level: kube-fake-client + moto (EC2, S3) + a
+//! recording CA at the certificate seam.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use puppet_conductor::api::conditions as cond;
+use puppet_conductor::api::master::CloudProvider;
+use puppet_conductor::api::node::Phase;
+use puppet_conductor::cloud::{tags, Cloud, InstanceState};
+use puppet_conductor::records::Records;
+
+use crate::common::services::Services;
+use crate::node_support::*;
+use puppet_conductor::controller::ReconcileError;
+
+fn ec2(endpoint: &str, region: &str) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+fn condition(n: &puppet_conductor::api::PuppetNode, t: &str) -> Option<String> {
+    n.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
+}
+
+struct Setup {
+    endpoint: String,
+    master_key: String,
+    moto: Arc<MotoServices>,
+    h: Harness,
+}
+
+async fn setup(
+    region: &str,
+    provider: CloudProvider,
+    nodes: Vec<puppet_conductor::api::PuppetNode>,
+) -> Option<Setup> {
+    let endpoint = Services::moto_endpoint_from_env()?;
+    setup_at(&endpoint, region, provider, nodes).await
+}
+
+async fn setup_at(
+    endpoint: &str,
+    region: &str,
+    provider: CloudProvider,
+    nodes: Vec<puppet_conductor::api::PuppetNode>,
+) -> Option<Setup> {
+    let master_name = unique("pm");
+    let bucket = unique("records");
+    let moto = Arc::new(MotoServices::new(endpoint, region, &bucket).await);
+    // moto checks subnets and security groups: give the master real ones.
+    let (subnet, group) = network(&ec2(endpoint, region)).await;
+    let mut m = master(&master_name, endpoint, region, &bucket, provider);
+    m.spec.node_defaults.subnet_id = Some(subnet);
+    m.spec.node_defaults.security_group_ids = vec![group];
+    let nodes = nodes
+        .into_iter()
+        .map(|mut n| {
+            n.spec.master_ref.name = master_name.clone();
+            n
+        })
+        .collect();
+    let h = Harness::new(moto.clone(), (m, nodes)).await;
+    Some(Setup {
+        endpoint: endpoint.to_string(),
+        master_key: format!("{NS}/{master_name}"),
+        moto,
+        h,
+    })
+}
+
+/// A VPC with a subnet large enough for 1,000 instances, and a security group.
+async fn network(client: &aws_sdk_ec2::Client) -> (String, String) {
+    let vpc = client
+        .create_vpc()
+        .cidr_block("10.90.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_owned();
+    let subnet = client
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.90.0.0/18")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let subnet_id = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_owned();
+    let group = client
+        .create_security_group()
+        .group_name(unique("sg"))
+        .description("puppet-conductor node test")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+    (subnet_id, group.group_id().unwrap().to_owned())
+}
+
+async fn live_instances(s: &Setup) -> Vec<puppet_conductor::cloud::Instance> {
+    s.moto
+        .cloud
+        .describe_master_instances(&s.master_key)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| {
+            !matches!(
+                i.state,
+                InstanceState::Terminated | InstanceState::ShuttingDown
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn create_launches_one_instance_with_record_and_status() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("web-1", "x", &["role::webserver"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("web-1", 3).await;
+
+    let n = s.h.get("web-1").await;
+    let uid = n.metadata.uid.clone().unwrap();
+    let status = n.status.clone().unwrap();
+    let certname = format!("{uid}-1");
+    assert_eq!(status.certname.as_deref(), Some(certname.as_str()));
+    assert_eq!(status.incarnation, Some(1));
+    assert_eq!(status.phase, Some(Phase::AwaitingCsr));
+    assert_eq!(
+        condition(&n, cond::INSTANCE_RUNNING).as_deref(),
+        Some("True")
+    );
+    assert_eq!(condition(&n, cond::RECORD_WRITTEN).as_deref(), Some("True"));
+    assert_eq!(
+        condition(&n, cond::CERTIFICATE_SIGNED).as_deref(),
+        Some("False")
+    );
+    assert!(n
+        .metadata
+        .finalizers
+        .unwrap()
+        .contains(&"puppet-conductor.dev/cleanup".to_string()));
+
+    let live = live_instances(&s).await;
+    assert_eq!(live.len(), 1, "exactly one instance: {live:?}");
+    let i = &live[0];
+    assert_eq!(status.instance_id.as_deref(), Some(i.id.as_str()));
+    assert_eq!(i.image_id.as_deref(), Some("ami-0123456789abcdef0"));
+    assert_eq!(i.instance_type.as_deref(), Some("t3.small"));
+    let master = s.h.ctx.client.clone();
+    let _ = master;
+    assert!(i
+        .subnet_id
+        .as_deref()
+        .is_some_and(|x| x.starts_with("subnet-")));
+    assert_eq!(i.security_group_ids.len(), 1);
+    assert_eq!(i.http_tokens.as_deref(), Some("required"));
+    assert_eq!(i.tag(tags::NODE_UID), Some(uid.as_str()));
+    assert_eq!(i.tag(tags::CERTNAME), Some(certname.as_str()));
+    assert_eq!(i.tag(tags::INCARNATION), Some("1"));
+    assert_eq!(i.tag(tags::MASTER), Some(s.master_key.as_str()));
+    assert_eq!(i.tag(tags::NODE), Some(format!("{NS}/web-1").as_str()));
+    assert_eq!(i.tag(tags::OPERATOR), Some("test"));
+    assert_eq!(i.tag("team"), Some("infra"));
+
+    // User data: the server, certname, CA certificate and this incarnation's challenge.
+    let attr = ec2(&s.endpoint, "us-east-1")
+        .describe_instance_attribute()
+        .instance_id(&i.id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr.user_data().and_then(|u| u.value()).unwrap();
+    let user_data = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
+    let challenge = s.moto.services.challenge_key.challenge(&uid, 1);
+    assert!(user_data.contains("puppet.example.com"));
+    assert!(user_data.contains(&certname));
+    assert!(user_data.contains("MIIBtest"));
+    assert!(user_data.contains(&challenge));
+    assert!(user_data.contains("{{ v1.instance_id }}"));
+    let rendered = crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &i.id);
+    if let Some(rendered) = rendered {
+        let (c, iid) = puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
+        assert_eq!(
+            (c.as_str(), iid.as_str()),
+            (challenge.as_str(), i.id.as_str())
+        );
+    }
+
+    let record = s.moto.records.get(&certname).await.unwrap().unwrap();
+    assert_eq!(record.classes, vec!["role::webserver".to_string()]);
+    assert_eq!(record.environment, "production");
+    assert_eq!(record.instance_id.as_deref(), Some(i.id.as_str()));
+    assert_eq!(record.owner.node_uid, uid);
+    assert_ne!(
+        record.challenge_sha256, challenge,
+        "the record never holds the challenge itself"
+    );
+    assert!(s.h.events.all().iter().any(|e| e.reason == "Launched"));
+}
+
+#[tokio::test]
+async fn changing_classes_rewrites_the_record_once() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("app-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("app-1", 3).await;
+    let before = s.moto.records.put_count();
+    s.h.converge("app-1", 2).await;
+    assert_eq!(
+        s.moto.records.put_count(),
+        before,
+        "a converged node writes nothing"
+    );
+
+    let mut n = s.h.get("app-1").await;
+    n.spec.classes = vec!["profile::base".into(), "profile::web".into()];
+    s.h.nodes
+        .replace("app-1", &Default::default(), &n)
+        .await
+        .unwrap();
+    s.h.converge("app-1", 3).await;
+    assert_eq!(
+        s.moto.records.put_count(),
+        before + 1,
+        "one PUT for one change"
+    );
+    let certname = s.h.get("app-1").await.status.unwrap().certname.unwrap();
+    let record = s.moto.records.get(&certname).await.unwrap().unwrap();
+    assert_eq!(
+        record.classes,
+        vec!["profile::base".to_string(), "profile::web".to_string()]
+    );
+    assert_eq!(live_instances(&s).await.len(), 1);
+}
+
+#[tokio::test]
+async fn restarted_operator_with_empty_status_adopts_the_instance() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("db-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("db-1", 3).await;
+    let first = live_instances(&s).await;
+    assert_eq!(first.len(), 1);
+
+    // Wipe status and start a fresh context (a restarted operator: no snapshot cache).
+    let mut n = s.h.get("db-1").await;
+    n.status = None;
+    s.h.nodes
+        .replace_status("db-1", &Default::default(), &n)
+        .await
+        .unwrap();
+    assert!(s
+        .h
+        .get("db-1")
+        .await
+        .status
+        .is_none_or(|st| st.instance_id.is_none()));
+    let ctx2 = Arc::new(puppet_conductor::controller::Context::new(
+        s.h.ctx.client.clone(),
+        s.moto.clone(),
+        s.h.events.clone(),
+        s.h.ctx.settings.clone(),
+    ));
+    for _ in 0..3 {
+        puppet_conductor::controller::node::reconcile(
+            Arc::new(s.h.get("db-1").await),
+            ctx2.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let after = live_instances(&s).await;
+    assert_eq!(after.len(), 1, "still exactly one instance: {after:?}");
+    assert_eq!(after[0].id, first[0].id);
+    assert_eq!(
+        s.h.get("db-1").await.status.unwrap().instance_id.as_deref(),
+        Some(first[0].id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn instance_terminated_behind_our_back_is_replaced_once() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("cache-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("cache-1", 3).await;
+    let old = s.h.get("cache-1").await.status.unwrap();
+    let old_id = old.instance_id.clone().unwrap();
+    let old_certname = old.certname.clone().unwrap();
+
+    ec2(&s.endpoint, "us-east-1")
+        .terminate_instances()
+        .instance_ids(&old_id)
+        .send()
+        .await
+        .unwrap();
+    // The next resync observes afresh.
+    s.h.ctx.snapshots.invalidate(&s.master_key).await;
+    s.h.converge("cache-1", 4).await;
+
+    let new = s.h.get("cache-1").await.status.unwrap();
+    assert_eq!(new.incarnation, Some(2));
+    assert_ne!(new.certname.as_deref(), Some(old_certname.as_str()));
+    assert!(new.certname.as_deref().unwrap().ends_with("-2"));
+    let live = live_instances(&s).await;
+    assert_eq!(live.len(), 1, "replaced once: {live:?}");
+    assert_ne!(live[0].id, old_id);
+    assert_eq!(live[0].tag(tags::INCARNATION), Some("2"));
+    assert_eq!(
+        *s.moto.ca.revoked.lock().unwrap(),
+        vec![old_certname.clone()],
+        "old certname went through the seam"
+    );
+    assert!(s
+        .h
+        .events
+        .all()
+        .iter()
+        .any(|e| e.reason == "CertificateRevoked"));
+}
+
+#[tokio::test]
+async fn delete_terminates_revokes_removes_record_and_releases() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("gone-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("gone-1", 3).await;
+    assert_eq!(
+        s.h.get("gone-1").await.metadata.finalizers,
+        Some(vec!["puppet-conductor.dev/cleanup".to_string()])
+    );
+    let st = s.h.get("gone-1").await.status.unwrap();
+    let certname = st.certname.unwrap();
+    let d = s.h.deleted_copy("gone-1").await;
+    assert!(
+        d.exists("gone-1").await,
+        "the finalizer holds the object until cleanup"
+    );
+    for _ in 0..4 {
+        if !d.exists("gone-1").await {
+            break;
+        }
+        match d.reconcile("gone-1").await {
+            Ok(_) => {}
+            Err(e) if matches!(e.root(), ReconcileError::CleanupInProgress(_)) => {
+                // Nothing is revoked or deleted while an instance may still run.
+                assert!(s.moto.ca.revoked.lock().unwrap().is_empty());
+                assert!(s.moto.records.get(&certname).await.unwrap().is_some());
+                assert!(
+                    d.exists("gone-1").await,
+                    "finalizer kept while instances shut down"
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!d.exists("gone-1").await, "finalizer released");
+    assert!(live_instances(&s).await.is_empty());
+    assert!(s.moto.records.get(&certname).await.unwrap().is_none());
+    assert!(s.moto.ca.revoked.lock().unwrap().contains(&certname));
+}
+
+#[tokio::test]
+async fn node_whose_cloud_never_answered_stays_deletable_and_says_why() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(endpoint) = Services::moto_endpoint_from_env() else {
+        return;
+    };
+    // A closed port: the cloud is never reached, so no finalizer is ever added.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let bucket = unique("records");
+    create_bucket(&endpoint, "us-east-1", &bucket).await;
+    let mut moto = MotoServices::new(&endpoint, "us-east-1", &unique("unused")).await;
+    let mut cfg = puppet_conductor::cloud::CloudConfig::new("us-east-1");
+    cfg.endpoint = Some(closed.clone());
+    cfg.credentials = Some(moto_credentials());
+    cfg.call_timeout = std::time::Duration::from_secs(2);
+    let cloud = Arc::new(puppet_conductor::cloud::Ec2Cloud::new(&cfg).await);
+    let services = Arc::get_mut(&mut moto.services).unwrap();
+    services.cloud = cloud;
+    let m = master(
+        "pm-closed",
+        &closed,
+        "us-east-1",
+        &bucket,
+        CloudProvider::Ec2,
+    );
+    let h = Harness::new(
+        Arc::new(moto),
+        (m, vec![node("stuck-1", "pm-closed", &["profile::base"])]),
+    )
+    .await;
+
+    let err = h.reconcile("stuck-1").await.unwrap_err();
+    assert!(
+        !err.is_permanent(),
+        "an unreachable cloud is retried: {err}"
+    );
+    let n = h.get("stuck-1").await;
+    assert!(n.metadata.finalizers.unwrap_or_default().is_empty());
+    let ready = n
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == cond::READY)
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "cloud-unavailable");
+    assert!(h
+        .events
+        .all()
+        .iter()
+        .any(|e| e.warning && e.reason == "ReconcileFailed"));
+    h.delete("stuck-1").await;
+    assert!(
+        !h.exists("stuck-1").await,
+        "deleted at once: nothing to clean up"
+    );
+}
+
+#[tokio::test]
+async fn a_pass_over_1000_nodes_makes_at_most_10_describes() {
+    let _alone = MOTO_LOAD.write().await;
+    if Services::moto_endpoint_from_env().is_none() {
+        return;
+    }
+    // Its own moto, so 1,000 instances do not slow every other test's describes.
+    let server = crate::cloud_support::SpawnedMoto::start(&[]).await;
+    let nodes: Vec<_> = (0..1000)
+        .map(|i| node(&format!("n-{i:04}"), "x", &["profile::base"]))
+        .collect();
+    let Some(mut s) = setup_at(&server.endpoint, "us-east-1", CloudProvider::Ec2, nodes).await
+    else {
+        return;
+    };
+    // A snapshot lives for a resync period: the whole pass shares one describe.
+    Arc::get_mut(&mut s.h.ctx)
+        .unwrap()
+        .settings
+        .snapshot_max_age = std::time::Duration::from_secs(600);
+    let start = std::time::Instant::now();
+    for i in 0..1000 {
+        s.h.reconcile(&format!("n-{i:04}")).await.unwrap();
+    }
+    let first_pass = start.elapsed();
+    let calls = s.moto.cloud.calls();
+    eprintln!("1,000 nodes, first pass (finalizers): {first_pass:?}, calls {calls:?}");
+    for i in 0..1000 {
+        s.h.reconcile(&format!("n-{i:04}")).await.unwrap();
+    }
+    let calls = s.moto.cloud.calls();
+    eprintln!(
+        "1,000 nodes, launch pass: {:?} total, calls {calls:?}",
+        start.elapsed()
+    );
+    assert!(
+        calls.describe <= 10,
+        "DescribeInstances calls: {}",
+        calls.describe
+    );
+    assert_eq!(calls.run, 1000);
+    // Count without a tag filter: moto's tag filters are quadratic in the instance count.
+    let mut pages = ec2(&s.endpoint, "us-east-1")
+        .describe_instances()
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    let mut ids = BTreeSet::new();
+    while let Some(page) = pages.next().await {
+        for r in page.unwrap().reservations() {
+            for i in r.instances() {
+                ids.insert(i.instance_id().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(ids.len(), 1000, "one instance per node, none twice");
+}
+
+#[tokio::test]
+async fn eucalyptus_master_on_another_endpoint_works() {
+    let _shared = MOTO_LOAD.read().await;
+    if Services::moto_endpoint_from_env().is_none() {
+        return;
+    }
+    // A private cloud: its own endpoint and a region name AWS does not have.
+    let moto =
+        crate::cloud_support::SpawnedMoto::start(&[("MOTO_ALLOW_NONEXISTENT_REGION", "true")])
+            .await;
+    let Some(s) = setup_at(
+        &moto.endpoint,
+        "eucalyptus",
+        CloudProvider::Eucalyptus,
+        vec![node("euca-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("euca-1", 3).await;
+    let st = s.h.get("euca-1").await.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::AwaitingCsr));
+    assert_eq!(live_instances(&s).await.len(), 1);
+    assert!(s
+        .moto
+        .records
+        .get(st.certname.as_deref().unwrap())
+        .await
+        .unwrap()
+        .is_some());
+}
