@@ -241,6 +241,24 @@ async fn converge(
             .await;
         return Ok(Requeue::await_change());
     }
+    let known = node.status.as_ref().and_then(|s| s.instance_id.clone());
+    if let (None, Some(found)) = (&outcome.launched, &the_plan.instance_id) {
+        if known.as_ref() != Some(found) {
+            // Found by its tags, not launched now: a restarted operator or lost status.
+            ctx.events
+                .publish(
+                    &node.object_ref(&()),
+                    false,
+                    "Adopted",
+                    "Adopt",
+                    format!(
+                        "adopted instance {found} (incarnation {}) found by its tags",
+                        the_plan.incarnation
+                    ),
+                )
+                .await;
+        }
+    }
     let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
     let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None).await?;
     Ok(match phase {
