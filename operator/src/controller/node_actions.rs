@@ -56,16 +56,20 @@ pub fn environment(node: &PuppetNode, master: &PuppetMaster) -> String {
         .unwrap_or_else(|| "production".to_string())
 }
 
-/// The record of the node's current incarnation.
+/// The record of an incarnation.
 pub fn desired_record(
-    ctx: &Context,
-    node: &PuppetNode,
-    master: &PuppetMaster,
-    services: &MasterServices,
-    id: &NodeIdentity,
+    acting: &Acting<'_>,
     incarnation: i64,
     instance_id: Option<String>,
 ) -> NodeRecord {
+    let Acting {
+        ctx,
+        node,
+        master,
+        services,
+        id,
+        ..
+    } = *acting;
     let challenge = services.challenge_key.challenge(&id.uid, incarnation);
     NodeRecord {
         certname: id.certname(node, incarnation),
@@ -86,13 +90,17 @@ pub fn desired_record(
 
 /// The RunInstances request of an incarnation: node settings over master defaults.
 pub fn launch_request(
-    ctx: &Context,
-    node: &PuppetNode,
-    master: &PuppetMaster,
-    services: &MasterServices,
-    id: &NodeIdentity,
+    acting: &Acting<'_>,
     incarnation: i64,
 ) -> Result<LaunchRequest, ReconcileError> {
+    let Acting {
+        ctx,
+        node,
+        master,
+        services,
+        id,
+        ..
+    } = *acting;
     let d = &master.spec.node_defaults;
     let i = &node.spec.instance;
     let image_id = i
@@ -189,15 +197,7 @@ impl Acting<'_> {
         plan: &Plan,
         instance_id: Option<String>,
     ) -> Result<bool, ReconcileError> {
-        let record = desired_record(
-            self.ctx,
-            self.node,
-            self.master,
-            self.services,
-            self.id,
-            plan.incarnation,
-            instance_id,
-        );
+        let record = desired_record(self, plan.incarnation, instance_id);
         let listed = self
             .written
             .lock()
@@ -281,14 +281,7 @@ impl Acting<'_> {
                         self.write_record(plan, plan.instance_id.clone()).await?;
                 }
                 Action::Launch => {
-                    let request = launch_request(
-                        self.ctx,
-                        self.node,
-                        self.master,
-                        self.services,
-                        self.id,
-                        plan.incarnation,
-                    )?;
+                    let request = launch_request(self, plan.incarnation)?;
                     let instance = self.services.cloud.launch(&request).await?;
                     self.ctx
                         .snapshots
