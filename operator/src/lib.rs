@@ -6,6 +6,7 @@ pub mod api;
 pub mod ca;
 pub mod cloud;
 pub mod controller;
+pub mod enc;
 pub mod identity;
 pub mod records;
 pub mod userdata;

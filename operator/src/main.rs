@@ -1,7 +1,14 @@
 //! The `puppet-conductor` binary: argument parsing and dispatch only.
 
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use puppet_conductor::cloud::StaticCredentials;
+use puppet_conductor::enc::{self, Answer};
+use puppet_conductor::records::{RecordsConfig, S3Records};
 
 /// Kubernetes operator for Puppet nodes on EC2/Eucalyptus.
 #[derive(Parser)]
@@ -15,15 +22,128 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// External node classifier for puppetserver (`external_nodes`): prints the node's
+    /// classification from its record; exit 1 for an unknown node, 2 when the store fails.
+    Enc {
+        /// The node's certname (puppetserver passes it as the only argument).
+        certname: String,
+        /// Print an empty classification for unknown nodes (exit 0) so Puppet falls back to
+        /// its own node definitions, instead of refusing the catalog.
+        #[arg(long, env = "PC_ENC_FALLBACK")]
+        fallback_to_node_definitions: bool,
+        #[command(flatten)]
+        records: RecordsArgs,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Where the records are (the same settings as the PuppetMaster's `records`), from flags or
+/// the environment puppetserver runs its ENC with.
+#[derive(Args)]
+struct RecordsArgs {
+    /// Records bucket.
+    #[arg(long = "records-bucket", env = "PC_RECORDS_BUCKET")]
+    bucket: String,
+    /// Key prefix of the records.
+    #[arg(
+        long = "records-prefix",
+        env = "PC_RECORDS_PREFIX",
+        default_value = "nodes/"
+    )]
+    prefix: String,
+    /// S3 region.
+    #[arg(
+        long = "records-region",
+        env = "PC_RECORDS_REGION",
+        default_value = "us-east-1"
+    )]
+    region: String,
+    /// S3-compatible endpoint URL.
+    #[arg(long = "records-endpoint", env = "PC_RECORDS_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Path-style bucket addressing.
+    #[arg(long = "records-force-path-style", env = "PC_RECORDS_FORCE_PATH_STYLE")]
+    force_path_style: bool,
+    /// Timeout of each records call, in seconds.
+    #[arg(long = "records-timeout", env = "PC_RECORDS_TIMEOUT", default_value_t = enc::DEFAULT_TIMEOUT.as_secs())]
+    timeout_seconds: u64,
+    /// Access key id (otherwise the default AWS credential chain).
+    #[arg(
+        long = "records-access-key-id",
+        env = "PC_RECORDS_ACCESS_KEY_ID",
+        requires = "secret_access_key"
+    )]
+    access_key_id: Option<String>,
+    /// Secret access key.
+    #[arg(
+        long = "records-secret-access-key",
+        env = "PC_RECORDS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    secret_access_key: Option<String>,
+}
+
+impl RecordsArgs {
+    fn config(&self) -> RecordsConfig {
+        RecordsConfig {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            force_path_style: self.force_path_style,
+            credentials: match (&self.access_key_id, &self.secret_access_key) {
+                (Some(id), Some(secret)) => Some(StaticCredentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                    session_token: None,
+                }),
+                _ => None,
+            },
+            call_timeout: Duration::from_secs(self.timeout_seconds),
+        }
+    }
+}
+
+async fn run_enc(
+    certname: &str,
+    fallback: bool,
+    records: &RecordsArgs,
+) -> anyhow::Result<ExitCode> {
+    let store = S3Records::new(&records.config()).await;
+    let yaml = match enc::classify(&store, certname, chrono::Utc::now()).await {
+        Ok(Answer::Classified(yaml)) => yaml,
+        Ok(Answer::Unknown) if fallback => enc::render_fallback()?,
+        Ok(Answer::Unknown) => {
+            eprintln!("puppet-conductor enc: no record for {certname}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(error) => {
+            eprintln!("puppet-conductor enc: {:#}", anyhow::Error::from(error));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    std::io::stdout()
+        .write_all(yaml.as_bytes())
+        .context("writing the classification")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => {
             let yaml = puppet_conductor::api::crds_yaml().context("rendering CRDs")?;
             print!("{yaml}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enc {
+            certname,
+            fallback_to_node_definitions,
+            records,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_enc(&certname, fallback_to_node_definitions, &records))
         }
     }
-    Ok(())
 }

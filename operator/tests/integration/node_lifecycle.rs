@@ -113,6 +113,19 @@ async fn network(client: &aws_sdk_ec2::Client) -> (String, String) {
     (subnet_id, group.group_id().unwrap().to_owned())
 }
 
+/// The user data an instance was launched with, as the instance would read it.
+pub async fn user_data_of(endpoint: &str, region: &str, instance_id: &str) -> String {
+    let attr = ec2(endpoint, region)
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr.user_data().and_then(|u| u.value()).unwrap();
+    String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap()
+}
+
 async fn live_instances(s: &Setup) -> Vec<puppet_conductor::cloud::Instance> {
     s.moto
         .cloud
@@ -188,15 +201,7 @@ async fn create_launches_one_instance_with_record_and_status() {
     assert_eq!(i.tag("team"), Some("infra"));
 
     // User data: the server, certname, CA certificate and this incarnation's challenge.
-    let attr = ec2(&s.endpoint, "us-east-1")
-        .describe_instance_attribute()
-        .instance_id(&i.id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let b64 = attr.user_data().and_then(|u| u.value()).unwrap();
-    let user_data = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
+    let user_data = user_data_of(&s.endpoint, "us-east-1", &i.id).await;
     let challenge = s.moto.services.challenge_key.challenge(&uid, 1);
     assert!(user_data.contains("puppet.example.com"));
     assert!(user_data.contains(&certname));
