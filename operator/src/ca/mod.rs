@@ -8,6 +8,8 @@
 
 mod certificate_info;
 mod certname;
+pub mod csr_check;
+pub mod csr_parse;
 mod error;
 mod http_api;
 mod http_client;
@@ -15,6 +17,8 @@ mod retry_after;
 
 pub use certificate_info::{CertState, CertificateInfo};
 pub use certname::{validate_certname, MAX_CERTNAME_LEN};
+pub use csr_check::{verify, Expected, Refusal, Verdict};
+pub use csr_parse::{parse_csr, parse_csr_der, CsrClaims, CsrError, KeyAlgorithm, KeyInfo};
 pub use error::CaError;
 pub use http_client::{HttpCa, DEFAULT_TIMEOUT};
 

@@ -12,6 +12,7 @@ pub mod node_actions;
 pub mod node_status;
 pub mod plan;
 pub mod services;
+pub mod signing;
 pub mod snapshot;
 
 pub use context::Context;

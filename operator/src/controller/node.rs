@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
@@ -15,6 +16,7 @@ use super::node_actions::{Acting, NodeIdentity};
 use super::node_status::{set_condition, time};
 use super::plan::{plan, Observed, Plan};
 use super::services::MasterServices;
+use super::signing::{parse_duration, sign_if_verified, SigningOutcome};
 use super::snapshot::{ca_has, Snapshot};
 use super::{Context, FIELD_MANAGER, NODE_FINALIZER};
 use crate::api::conditions as cond;
@@ -260,9 +262,44 @@ async fn converge(
         }
     }
     let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
+    let mut signed = false;
+    if the_plan.phase == Phase::AwaitingCsr {
+        let outcome = sign_if_verified(
+            &acting,
+            the_plan.incarnation,
+            the_plan.instance_id.as_deref(),
+        )
+        .await;
+        match outcome {
+            Ok(SigningOutcome::Signed) => signed = true,
+            Ok(_) => {}
+            Err(error) => {
+                write_status(
+                    ctx,
+                    node,
+                    id,
+                    snapshot,
+                    &the_plan,
+                    launched_id,
+                    Some(&error),
+                )
+                .await?;
+                return Err(error);
+            }
+        }
+    }
     let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None).await?;
+    if signed {
+        // The next pass must see the CA's new state, not this pass's listing.
+        ctx.snapshots.invalidate(&id.master_key).await;
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     Ok(match phase {
         Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
+        // Waiting for a CSR: poll at the master's signing interval.
+        Phase::AwaitingCsr => Requeue::requeue(
+            parse_duration(&master.spec.signing.poll_interval).unwrap_or(ctx.settings.converging),
+        ),
         _ => Requeue::requeue(ctx.settings.converging),
     })
 }

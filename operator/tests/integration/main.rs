@@ -17,6 +17,7 @@ mod cloud_support;
 mod crd_drift;
 mod crd_schema;
 mod crd_schema_support;
+mod e2e_agent;
 mod enc_binary;
 mod manifests;
 mod node_lifecycle;
