@@ -3,6 +3,7 @@
 //! certificates and cleans all of it up on deletion.
 
 pub mod api;
+pub mod autosign;
 pub mod ca;
 pub mod cloud;
 pub mod controller;

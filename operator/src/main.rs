@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use puppet_conductor::autosign;
 use puppet_conductor::cloud::StaticCredentials;
 use puppet_conductor::enc::{self, Answer};
 use puppet_conductor::records::{RecordsConfig, S3Records};
@@ -34,6 +35,52 @@ enum Command {
         #[command(flatten)]
         records: RecordsArgs,
     },
+    /// Policy-based autosign executable for puppetserver (`autosign`): CSR PEM on stdin;
+    /// exit 0 signs, anything else leaves the CSR waiting.
+    Autosign {
+        /// The certname of the CSR (puppetserver passes it as the only argument).
+        certname: String,
+        /// Sign CSRs that ask for DNS alt names (the master's `signing.allowDnsAltNames`).
+        #[arg(long, env = "PC_AUTOSIGN_ALLOW_DNS_ALT_NAMES")]
+        allow_dns_alt_names: bool,
+        #[command(flatten)]
+        records: RecordsArgs,
+    },
+}
+
+/// Reads the CSR from stdin and decides from the record (Policy signing mode).
+async fn run_autosign(
+    certname: &str,
+    allow_dns_alt_names: bool,
+    records: &RecordsArgs,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let mut csr = String::new();
+    // Fail closed: an unreadable stdin is a refusal, like every other error.
+    if let Err(error) = std::io::stdin().take(64 * 1024).read_to_string(&mut csr) {
+        eprintln!("puppet-conductor autosign: not signing {certname}: reading the CSR: {error}");
+        return Ok(ExitCode::from(1));
+    }
+    let store = S3Records::new(&records.config()).await;
+    match autosign::decide(&store, certname, &csr, allow_dns_alt_names).await {
+        Ok(autosign::Decision::Sign) => {
+            eprintln!(
+                "puppet-conductor autosign: signing {certname}: challenge and instance id verified"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(autosign::Decision::Refuse(why)) => {
+            eprintln!("puppet-conductor autosign: not signing {certname}: {why}");
+            Ok(ExitCode::from(1))
+        }
+        Err(error) => {
+            eprintln!(
+                "puppet-conductor autosign: not signing {certname}: {:#}",
+                anyhow::Error::from(error)
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Where the records are (the same settings as the PuppetMaster's `records`), from flags or
@@ -134,6 +181,30 @@ fn main() -> anyhow::Result<ExitCode> {
             let yaml = puppet_conductor::api::crds_yaml().context("rendering CRDs")?;
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Autosign {
+            certname,
+            allow_dns_alt_names,
+            records,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // Fail closed on a slow store too: puppetserver waits for this process.
+            let decision = runtime.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(records.timeout_seconds.saturating_mul(3)),
+                    run_autosign(&certname, allow_dns_alt_names, &records),
+                )
+                .await
+            });
+            match decision {
+                Ok(code) => code,
+                Err(_) => {
+                    eprintln!("puppet-conductor autosign: not signing {certname}: timed out");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Enc {
             certname,

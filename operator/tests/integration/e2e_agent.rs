@@ -19,19 +19,47 @@ use puppet_conductor::records::Records;
 use crate::common::services::Services;
 use crate::node_support::*;
 
-struct Fixed(Arc<MasterServices>);
+pub(crate) struct Fixed(pub(crate) Arc<MasterServices>);
 
 #[async_trait::async_trait]
 impl ServiceFactory for Fixed {
-    async fn services(&self, _m: &puppet_conductor::api::PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
+    async fn services(
+        &self,
+        _m: &puppet_conductor::api::PuppetMaster,
+    ) -> Result<Arc<MasterServices>, ReconcileError> {
         Ok(self.0.clone())
     }
+}
+
+/// enc.env and autosign.mode belong to the one puppetserver: one end-to-end test at a time.
+pub(crate) static PUPPETSERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) fn autosign_mode(mode: &str) {
+    let path = std::env::var("PC_AUTOSIGN_MODE_FILE")
+        .unwrap_or_else(|_| "/tmp/puppet-conductor/autosign.mode".into());
+    std::fs::write(path, mode).unwrap();
+}
+
+/// The ENC (and autosign) puppetserver runs: this binary, reading `bucket`.
+pub(crate) fn write_enc_env(bucket: &str, moto: &str, region: &str) {
+    let enc_env = format!(
+        "PUPPET_CONDUCTOR_BIN={}\nPC_RECORDS_BUCKET={bucket}\nPC_RECORDS_ENDPOINT={moto}\nPC_RECORDS_REGION={region}\n\
+         PC_RECORDS_FORCE_PATH_STYLE=true\nPC_RECORDS_ACCESS_KEY_ID=testing\nPC_RECORDS_SECRET_ACCESS_KEY=testing\n",
+        env!("CARGO_BIN_EXE_puppet-conductor"),
+    );
+    let path =
+        std::env::var("PC_ENC_ENV").unwrap_or_else(|_| "/tmp/puppet-conductor/enc.env".into());
+    std::fs::write(path, enc_env).unwrap();
 }
 
 #[tokio::test]
 async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete() {
     let _shared = MOTO_LOAD.read().await;
-    let Some(svc) = Services::from_env() else { return };
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let _puppetserver = PUPPETSERVER.lock().await;
+    autosign_mode("off");
     let region = "us-east-1";
     let bucket = unique("e2e-records");
     let moto = MotoServices::new(&svc.moto_endpoint, region, &bucket).await;
@@ -46,23 +74,23 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         challenge_key: ChallengeKey::generate(),
     });
 
-    // The ENC puppetserver runs: this binary, reading the same bucket.
-    let enc_env = format!(
-        "PUPPET_CONDUCTOR_BIN={}\nPC_RECORDS_BUCKET={bucket}\nPC_RECORDS_ENDPOINT={}\nPC_RECORDS_REGION={region}\n\
-         PC_RECORDS_FORCE_PATH_STYLE=true\nPC_RECORDS_ACCESS_KEY_ID=testing\nPC_RECORDS_SECRET_ACCESS_KEY=testing\n",
-        env!("CARGO_BIN_EXE_puppet-conductor"),
-        svc.moto_endpoint
-    );
-    std::fs::write(std::env::var("PC_ENC_ENV").unwrap_or_else(|_| "/tmp/puppet-conductor/enc.env".into()), enc_env)
-        .unwrap();
+    write_enc_env(&bucket, &svc.moto_endpoint, region);
 
     let master_name = unique("pm-e2e");
-    let mut m = master(&master_name, &svc.moto_endpoint, region, &bucket, CloudProvider::Ec2);
+    let mut m = master(
+        &master_name,
+        &svc.moto_endpoint,
+        region,
+        &bucket,
+        CloudProvider::Ec2,
+    );
     m.spec.server = svc.puppet.server.clone();
     m.spec.node_defaults.subnet_id = None;
     m.spec.node_defaults.security_group_ids = Vec::new();
     let mut n = node("agent-1", &master_name, &["role::webserver"]);
-    n.spec.parameters.insert("tier".into(), serde_json::json!("web"));
+    n.spec
+        .parameters
+        .insert("tier".into(), serde_json::json!("web"));
     let h = Harness::new(Arc::new(Fixed(services.clone())), (m, vec![n])).await;
 
     // Launch: one pass adds the finalizer and launches; the next sees it running.
@@ -73,14 +101,21 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     let instance_id = st.instance_id.clone().unwrap();
 
     // What the instance's cloud-init would hand its agent.
-    let user_data = crate::node_lifecycle::user_data_of(&svc.moto_endpoint, region, &instance_id).await;
-    let Some(rendered) = crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &instance_id) else {
+    let user_data =
+        crate::node_lifecycle::user_data_of(&svc.moto_endpoint, region, &instance_id).await;
+    let Some(rendered) =
+        crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &instance_id)
+    else {
         return;
     };
-    let (challenge, pp_instance_id) = puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
+    let (challenge, pp_instance_id) =
+        puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
     assert_eq!(pp_instance_id, instance_id);
 
-    let first = svc.puppet.run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None).await;
+    let first = svc
+        .puppet
+        .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
+        .await;
     assert_eq!(first.code, 1, "no certificate yet:\n{}", first.output);
     let csr_at = std::time::Instant::now();
 
@@ -89,13 +124,28 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     let signed_after = csr_at.elapsed();
     let status = ca.status(&certname).await.unwrap().unwrap();
     assert_eq!(status.state, CertState::Signed, "signed by the reconciler");
-    println!("BENCH CSR submitted to signed, Operator mode, reconcile right after: {:.2} s", signed_after.as_secs_f64());
-    assert!(h.events.all().iter().any(|e| e.reason == "CertificateSigned"));
+    println!(
+        "BENCH CSR submitted to signed, Operator mode, reconcile right after: {:.2} s",
+        signed_after.as_secs_f64()
+    );
+    assert!(h
+        .events
+        .all()
+        .iter()
+        .any(|e| e.reason == "CertificateSigned"));
 
-    let run = svc.puppet.run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None).await;
+    let run = svc
+        .puppet
+        .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
+        .await;
     assert_eq!(run.code, 2, "catalog applied with changes:\n{}", run.output);
     for class in ["role::webserver", "profile::base", "profile::web"] {
-        assert!(run.output.contains(&format!("puppet-conductor: applied {class}")), "{class} in:\n{}", run.output);
+        assert!(
+            run.output
+                .contains(&format!("puppet-conductor: applied {class}")),
+            "{class} in:\n{}",
+            run.output
+        );
     }
 
     // The ENC's check-in closes the loop: Classified and Ready.
@@ -104,7 +154,10 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     let st = n.status.clone().unwrap();
     assert_eq!(st.phase, Some(Phase::Ready), "{:?}", st.conditions);
     assert!(st.last_check_in.is_some());
-    assert_eq!(st.certificate.as_ref().and_then(|c| c.state.as_deref()), Some("signed"));
+    assert_eq!(
+        st.certificate.as_ref().and_then(|c| c.state.as_deref()),
+        Some("signed")
+    );
 
     // Delete: terminate, revoke, remove the record, release.
     let d = h.deleted_copy("agent-1").await;
@@ -119,11 +172,30 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         }
     }
     assert!(!d.exists("agent-1").await, "finalizer released");
-    assert!(ca.status(&certname).await.unwrap().is_none(), "certificate revoked and cleaned");
-    assert!(moto.records.get(&certname).await.unwrap().is_none(), "record gone");
-    let instances = cloud.describe_master_instances(&format!("{NS}/{master_name}")).await.unwrap();
-    assert!(instances.iter().all(|i| matches!(i.state, InstanceState::Terminated | InstanceState::ShuttingDown)));
-    let after = svc.puppet.run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None).await;
+    assert!(
+        ca.status(&certname).await.unwrap().is_none(),
+        "certificate revoked and cleaned"
+    );
+    assert!(
+        moto.records.get(&certname).await.unwrap().is_none(),
+        "record gone"
+    );
+    let instances = cloud
+        .describe_master_instances(&format!("{NS}/{master_name}"))
+        .await
+        .unwrap();
+    assert!(instances.iter().all(|i| matches!(
+        i.state,
+        InstanceState::Terminated | InstanceState::ShuttingDown
+    )));
+    let after = svc
+        .puppet
+        .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
+        .await;
     assert_ne!(after.code, 0, "the revoked agent's next run fails");
-    assert_ne!(after.code, 2, "the revoked agent's next run fails:\n{}", after.output);
+    assert_ne!(
+        after.code, 2,
+        "the revoked agent's next run fails:\n{}",
+        after.output
+    );
 }
