@@ -18,6 +18,7 @@ mod crd_drift;
 mod crd_schema;
 mod crd_schema_support;
 mod e2e_agent;
+mod e2e_ca_down;
 mod e2e_hostile;
 mod e2e_policy;
 mod enc_binary;

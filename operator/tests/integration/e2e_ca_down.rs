@@ -1,0 +1,193 @@
+//! The CA goes away during signing and during deletion: nothing is signed or released
+//! wrongly, and both complete once it is back.
+
+use std::sync::{Arc, RwLock};
+
+use puppet_conductor::api::master::CloudProvider;
+use puppet_conductor::ca::{CaError, CertState, CertificateInfo, HttpCa, PuppetCa};
+use puppet_conductor::controller::services::MasterServices;
+use puppet_conductor::controller::ReconcileError;
+use puppet_conductor::identity::ChallengeKey;
+use puppet_conductor::records::Records;
+
+use crate::common::services::Services;
+use crate::e2e_agent::{autosign_mode, Fixed, PUPPETSERVER};
+use crate::node_support::*;
+
+/// The real CA, or (while `down`) one on a closed port.
+struct FlakyCa {
+    up: Arc<dyn PuppetCa>,
+    down: Arc<dyn PuppetCa>,
+    is_down: RwLock<bool>,
+}
+
+impl FlakyCa {
+    fn current(&self) -> Arc<dyn PuppetCa> {
+        if *self.is_down.read().unwrap() {
+            self.down.clone()
+        } else {
+            self.up.clone()
+        }
+    }
+    fn set_down(&self, down: bool) {
+        *self.is_down.write().unwrap() = down;
+    }
+}
+
+#[async_trait::async_trait]
+impl PuppetCa for FlakyCa {
+    async fn list(&self, state: Option<CertState>) -> Result<Vec<CertificateInfo>, CaError> {
+        self.current().list(state).await
+    }
+    async fn status(&self, certname: &str) -> Result<Option<CertificateInfo>, CaError> {
+        self.current().status(certname).await
+    }
+    async fn csr_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
+        self.current().csr_pem(certname).await
+    }
+    async fn sign(&self, certname: &str) -> Result<(), CaError> {
+        self.current().sign(certname).await
+    }
+    async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError> {
+        self.current().revoke_and_clean(certname).await
+    }
+    async fn ca_certificate(&self) -> Result<String, CaError> {
+        self.current().ca_certificate().await
+    }
+    async fn crl(&self) -> Result<String, CaError> {
+        self.current().crl().await
+    }
+}
+
+#[tokio::test]
+async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let _puppetserver = PUPPETSERVER.lock().await;
+    autosign_mode("off");
+    let region = "us-east-1";
+    let bucket = unique("e2e-cadown");
+    let moto = MotoServices::new(&svc.moto_endpoint, region, &bucket).await;
+    let real: Arc<dyn PuppetCa> =
+        Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pem = svc.puppet.ca_pem();
+    let client_cert = std::fs::read(std::env::var("PC_CLIENT_CERT").unwrap()).unwrap();
+    let client_key = std::fs::read(std::env::var("PC_CLIENT_KEY").unwrap()).unwrap();
+    let dead: Arc<dyn PuppetCa> = Arc::new(
+        HttpCa::from_pem(
+            &format!("https://127.0.0.1:{closed}"),
+            &client_cert,
+            &client_key,
+            &pem,
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let ca = Arc::new(FlakyCa {
+        up: real.clone(),
+        down: dead,
+        is_down: RwLock::new(false),
+    });
+    let key = ChallengeKey::generate();
+    let services = Arc::new(MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: ca.clone(),
+        ca_cert_pem: String::from_utf8(pem).unwrap(),
+        challenge_key: ChallengeKey::from_bytes(key.as_bytes()).unwrap(),
+    });
+    let master_name = unique("pm-cadown");
+    let mut m = master(
+        &master_name,
+        &svc.moto_endpoint,
+        region,
+        &bucket,
+        CloudProvider::Ec2,
+    );
+    m.spec.node_defaults.subnet_id = None;
+    m.spec.node_defaults.security_group_ids = Vec::new();
+    let h = Harness::new(
+        Arc::new(Fixed(services)),
+        (m, vec![node("outage-1", &master_name, &["profile::base"])]),
+    )
+    .await;
+    h.converge("outage-1", 2).await;
+    let n = h.get("outage-1").await;
+    let uid = n.metadata.uid.clone().unwrap();
+    let st = n.status.unwrap();
+    let certname = st.certname.unwrap();
+    let instance_id = st.instance_id.unwrap();
+    let run = svc
+        .puppet
+        .run_agent(
+            &certname,
+            Some(&key.challenge(&uid, 1)),
+            Some(&instance_id),
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.output);
+
+    // Signing while the CA is down: nothing signed, no error that loses state.
+    ca.set_down(true);
+    for _ in 0..2 {
+        h.reconcile("outage-1").await.unwrap();
+    }
+    assert_eq!(
+        real.status(&certname).await.unwrap().unwrap().state,
+        CertState::Requested
+    );
+    ca.set_down(false);
+    h.reconcile("outage-1").await.unwrap();
+    assert_eq!(
+        real.status(&certname).await.unwrap().unwrap().state,
+        CertState::Signed,
+        "signed once the CA is back"
+    );
+
+    // Deletion while the CA is down: the instance is terminated, but the finalizer stays
+    // (and the record too) until the certificate is really revoked.
+    ca.set_down(true);
+    let d = h.deleted_copy("outage-1").await;
+    let mut failures = 0;
+    for _ in 0..3 {
+        match d.reconcile("outage-1").await {
+            Err(e) if matches!(e.root(), ReconcileError::Ca(_)) => failures += 1,
+            Err(e) if matches!(e.root(), ReconcileError::CleanupInProgress(_)) => {}
+            other => panic!("unexpected while the CA is down: {other:?}"),
+        }
+        assert!(
+            d.exists("outage-1").await,
+            "finalizer kept while the CA is down"
+        );
+    }
+    assert!(failures >= 1, "the revoke was attempted and failed");
+    assert!(
+        moto.records.get(&certname).await.unwrap().is_some(),
+        "record kept until revocation is confirmed"
+    );
+    assert_eq!(
+        real.status(&certname).await.unwrap().unwrap().state,
+        CertState::Signed
+    );
+    ca.set_down(false);
+    for _ in 0..3 {
+        if !d.exists("outage-1").await {
+            break;
+        }
+        let _ = d.reconcile("outage-1").await;
+    }
+    assert!(!d.exists("outage-1").await, "released once the CA is back");
+    assert!(
+        real.status(&certname).await.unwrap().is_none(),
+        "revoked and cleaned"
+    );
+    assert!(moto.records.get(&certname).await.unwrap().is_none());
+}
