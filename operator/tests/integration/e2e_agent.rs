@@ -100,6 +100,9 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     let certname = st.certname.clone().unwrap();
     let instance_id = st.instance_id.clone().unwrap();
 
+    say(&format!(
+        "launched {instance_id} for PuppetNode agent-1, certname {certname}, phase AwaitingCSR"
+    ));
     // What the instance's cloud-init would hand its agent.
     let user_data =
         crate::node_lifecycle::user_data_of(&svc.moto_endpoint, region, &instance_id).await;
@@ -112,11 +115,13 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
     assert_eq!(pp_instance_id, instance_id);
 
+    say("cloud-init rendered the user data: the agent's CSR carries the challenge and pp_instance_id");
     let first = svc
         .puppet
         .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
         .await;
     assert_eq!(first.code, 1, "no certificate yet:\n{}", first.output);
+    say("puppet agent submitted its CSR and waits (exit 1)");
     let csr_at = std::time::Instant::now();
 
     // The operator verifies and signs on its next pass.
@@ -124,6 +129,9 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     let signed_after = csr_at.elapsed();
     let status = ca.status(&certname).await.unwrap().unwrap();
     assert_eq!(status.state, CertState::Signed, "signed by the reconciler");
+    say(&format!(
+        "reconciler verified challenge + instance id and signed {certname}"
+    ));
     println!(
         "BENCH CSR submitted to signed, Operator mode, reconcile right after: {:.2} s",
         signed_after.as_secs_f64()
@@ -149,6 +157,7 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
     }
 
     // The ENC's check-in closes the loop: Classified and Ready.
+    say("puppet agent applied its catalog (exit 2): role::webserver, profile::base, profile::web");
     h.reconcile("agent-1").await.unwrap();
     let n = h.get("agent-1").await;
     let st = n.status.clone().unwrap();
@@ -158,6 +167,7 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         st.certificate.as_ref().and_then(|c| c.state.as_deref()),
         Some("signed")
     );
+    say("ENC check-in seen: Classified=True, phase Ready");
 
     // Delete: terminate, revoke, remove the record, release.
     let d = h.deleted_copy("agent-1").await;
@@ -198,4 +208,11 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         "the revoked agent's next run fails:\n{}",
         after.output
     );
+    say("deleted: instance terminated, certificate revoked and cleaned, record gone, finalizer released");
+    say("the revoked agent's next run fails");
+}
+
+/// A line of the readable summary `tests/quickstart.sh` prints.
+fn say(line: &str) {
+    println!("==> {line}");
 }
