@@ -5,100 +5,35 @@
 //! `puppet-conductor enc` from the S3 record, and deleting the node terminates the
 //! instance, revokes the certificate (the agent's next run fails) and removes the record.
 
-use std::sync::Arc;
-
-use puppet_conductor::api::master::CloudProvider;
+use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::api::node::Phase;
-use puppet_conductor::ca::{CertState, PuppetCa};
-use puppet_conductor::cloud::{Cloud, Ec2Cloud, InstanceState};
-use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
+use puppet_conductor::ca::CertState;
+use puppet_conductor::cloud::{Cloud, InstanceState};
 use puppet_conductor::controller::ReconcileError;
-use puppet_conductor::identity::ChallengeKey;
 use puppet_conductor::records::Records;
 
-use crate::common::services::Services;
+use crate::e2e_support::{E2e, REGION};
 use crate::node_support::*;
-
-pub(crate) struct Fixed(pub(crate) Arc<MasterServices>);
-
-#[async_trait::async_trait]
-impl ServiceFactory for Fixed {
-    async fn services(
-        &self,
-        _m: &puppet_conductor::api::PuppetMaster,
-    ) -> Result<Arc<MasterServices>, ReconcileError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// enc.env and autosign.mode belong to the one puppetserver: one end-to-end test at a time.
-pub(crate) static PUPPETSERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-pub(crate) fn autosign_mode(mode: &str) {
-    let path = std::env::var("PC_AUTOSIGN_MODE_FILE")
-        .unwrap_or_else(|_| "/tmp/puppet-conductor/autosign.mode".into());
-    std::fs::write(path, mode).unwrap();
-}
-
-/// The ENC (and autosign) puppetserver runs: this binary, reading `bucket`.
-pub(crate) fn write_enc_env(bucket: &str, moto: &str, region: &str) {
-    let enc_env = format!(
-        "PUPPET_CONDUCTOR_BIN={}\nPC_RECORDS_BUCKET={bucket}\nPC_RECORDS_ENDPOINT={moto}\nPC_RECORDS_REGION={region}\n\
-         PC_RECORDS_FORCE_PATH_STYLE=true\nPC_RECORDS_ACCESS_KEY_ID=testing\nPC_RECORDS_SECRET_ACCESS_KEY=testing\n",
-        env!("CARGO_BIN_EXE_puppet-conductor"),
-    );
-    let path =
-        std::env::var("PC_ENC_ENV").unwrap_or_else(|_| "/tmp/puppet-conductor/enc.env".into());
-    std::fs::write(path, enc_env).unwrap();
-}
 
 #[tokio::test]
 async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete() {
-    let _shared = MOTO_LOAD.read().await;
-    let Some(svc) = Services::from_env() else {
-        return;
-    };
-    let _puppetserver = PUPPETSERVER.lock().await;
-    autosign_mode("off");
-    let region = "us-east-1";
-    let bucket = unique("e2e-records");
-    let moto = MotoServices::new(&svc.moto_endpoint, region, &bucket).await;
-    let ca: Arc<dyn PuppetCa> = Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
-    let ca_pem = String::from_utf8(svc.puppet.ca_pem()).unwrap();
-    let cloud: Arc<Ec2Cloud> = moto.cloud.clone();
-    let services = Arc::new(MasterServices {
-        cloud: cloud.clone(),
-        records: moto.records.clone(),
-        ca: ca.clone(),
-        ca_cert_pem: ca_pem,
-        challenge_key: ChallengeKey::generate(),
-    });
-
-    write_enc_env(&bucket, &svc.moto_endpoint, region);
-
-    let master_name = unique("pm-e2e");
-    let mut m = master(
-        &master_name,
-        &svc.moto_endpoint,
-        region,
-        &bucket,
-        CloudProvider::Ec2,
-    );
-    m.spec.server = svc.puppet.server.clone();
-    m.spec.node_defaults.subnet_id = None;
-    m.spec.node_defaults.security_group_ids = Vec::new();
-    let mut n = node("agent-1", &master_name, &["role::webserver"]);
+    let mut n = node("agent-1", "x", &["role::webserver"]);
     n.spec
         .parameters
         .insert("tier".into(), serde_json::json!("web"));
-    let h = Harness::new(Arc::new(Fixed(services.clone())), (m, vec![n])).await;
+    let Some(e) = E2e::start("e2e", SigningMode::Operator, vec![n], |ca| ca).await else {
+        return;
+    };
+    let (svc, ca, h, moto) = (&e.svc, &e.ca, &e.h, &e.moto);
+    let (cloud, master_name, region) = (&e.moto.cloud, &e.master_name, REGION);
 
     // Launch: one pass adds the finalizer and launches; the next sees it running.
-    h.converge("agent-1", 2).await;
-    let st = h.get("agent-1").await.status.unwrap();
-    assert_eq!(st.phase, Some(Phase::AwaitingCsr));
-    let certname = st.certname.clone().unwrap();
-    let instance_id = st.instance_id.clone().unwrap();
+    let launched = e.launch("agent-1").await;
+    let (certname, instance_id) = (launched.certname, launched.instance_id);
+    assert_eq!(
+        h.get("agent-1").await.status.unwrap().phase,
+        Some(Phase::AwaitingCsr)
+    );
 
     say(&format!(
         "launched {instance_id} for PuppetNode agent-1, certname {certname}, phase AwaitingCSR"

@@ -3,15 +3,13 @@
 
 use std::sync::{Arc, RwLock};
 
-use puppet_conductor::api::master::CloudProvider;
+use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::ca::{CaError, CertState, CertificateInfo, HttpCa, PuppetCa};
-use puppet_conductor::controller::services::MasterServices;
 use puppet_conductor::controller::ReconcileError;
-use puppet_conductor::identity::ChallengeKey;
 use puppet_conductor::records::Records;
 
 use crate::common::services::Services;
-use crate::e2e_agent::{autosign_mode, Fixed, PUPPETSERVER};
+use crate::e2e_support::E2e;
 use crate::node_support::*;
 
 /// The real CA, or (while `down`) one on a closed port.
@@ -61,69 +59,41 @@ impl PuppetCa for FlakyCa {
 
 #[tokio::test]
 async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
-    let _shared = MOTO_LOAD.read().await;
-    let Some(svc) = Services::from_env() else {
-        return;
-    };
-    let _puppetserver = PUPPETSERVER.lock().await;
-    autosign_mode("off");
-    let region = "us-east-1";
-    let bucket = unique("e2e-cadown");
-    let moto = MotoServices::new(&svc.moto_endpoint, region, &bucket).await;
-    let real: Arc<dyn PuppetCa> =
-        Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let pem = svc.puppet.ca_pem();
-    let client_cert = std::fs::read(std::env::var("PC_CLIENT_CERT").unwrap()).unwrap();
-    let client_key = std::fs::read(std::env::var("PC_CLIENT_KEY").unwrap()).unwrap();
-    let dead: Arc<dyn PuppetCa> = Arc::new(
-        HttpCa::from_pem(
-            &format!("https://127.0.0.1:{closed}"),
-            &client_cert,
-            &client_key,
-            &pem,
-            std::time::Duration::from_secs(2),
-        )
-        .unwrap(),
-    );
-    let ca = Arc::new(FlakyCa {
-        up: real.clone(),
-        down: dead,
-        is_down: RwLock::new(false),
-    });
-    let key = ChallengeKey::generate();
-    let services = Arc::new(MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: ca.clone(),
-        ca_cert_pem: String::from_utf8(pem).unwrap(),
-        challenge_key: ChallengeKey::from_bytes(key.as_bytes()).unwrap(),
-    });
-    let master_name = unique("pm-cadown");
-    let mut m = master(
-        &master_name,
-        &svc.moto_endpoint,
-        region,
-        &bucket,
-        CloudProvider::Ec2,
-    );
-    m.spec.node_defaults.subnet_id = None;
-    m.spec.node_defaults.security_group_ids = Vec::new();
-    let h = Harness::new(
-        Arc::new(Fixed(services)),
-        (m, vec![node("outage-1", &master_name, &["profile::base"])]),
-    )
-    .await;
-    h.converge("outage-1", 2).await;
-    let n = h.get("outage-1").await;
-    let uid = n.metadata.uid.clone().unwrap();
-    let st = n.status.unwrap();
-    let certname = st.certname.unwrap();
-    let instance_id = st.instance_id.unwrap();
+    let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
+    let nodes = vec![node("outage-1", "x", &["profile::base"])];
+    let Some(e) = E2e::start("cadown", SigningMode::Operator, nodes, |real| {
+        let svc = Services::from_env().unwrap();
+        let dead: Arc<dyn PuppetCa> = Arc::new(
+            HttpCa::from_pem(
+                &format!("https://127.0.0.1:{closed}"),
+                &std::fs::read(&svc.puppet.client_cert).unwrap(),
+                &std::fs::read(&svc.puppet.client_key).unwrap(),
+                &svc.puppet.ca_pem(),
+                std::time::Duration::from_secs(2),
+            )
+            .unwrap(),
+        );
+        let ca = Arc::new(FlakyCa {
+            up: real,
+            down: dead,
+            is_down: RwLock::new(false),
+        });
+        let _ = flaky.set(ca.clone());
+        ca
+    })
+    .await
+    else {
+        return;
+    };
+    let ca = flaky.get().unwrap().clone();
+    let (svc, real, h, moto, key) = (&e.svc, &e.ca, &e.h, &e.moto, &e.key);
+    let launched = e.launch("outage-1").await;
+    let (uid, certname, instance_id) = (launched.uid, launched.certname, launched.instance_id);
     let run = svc
         .puppet
         .run_agent(

@@ -1,58 +1,21 @@
 //! Hostile CSRs against the real CA, Operator mode: each is refused by the reconciler with
 //! a Warning event naming the reason, and stays unsigned on later passes too.
 
-use std::sync::Arc;
+use puppet_conductor::api::master::SigningMode;
+use puppet_conductor::ca::CertState;
 
-use puppet_conductor::api::master::CloudProvider;
-use puppet_conductor::ca::{CertState, PuppetCa};
-use puppet_conductor::controller::services::MasterServices;
-use puppet_conductor::identity::ChallengeKey;
-
-use crate::common::services::Services;
-use crate::e2e_agent::{autosign_mode, Fixed, PUPPETSERVER};
+use crate::e2e_support::E2e;
 use crate::node_support::*;
 
 #[tokio::test]
 async fn hostile_csrs_are_refused_with_a_warning_and_never_signed() {
-    let _shared = MOTO_LOAD.read().await;
-    let Some(svc) = Services::from_env() else {
+    let nodes = vec![node("target-1", "x", &["profile::base"])];
+    let Some(e) = E2e::start("hostile", SigningMode::Operator, nodes, |ca| ca).await else {
         return;
     };
-    let _puppetserver = PUPPETSERVER.lock().await;
-    autosign_mode("off");
-    let region = "us-east-1";
-    let bucket = unique("e2e-hostile");
-    let moto = MotoServices::new(&svc.moto_endpoint, region, &bucket).await;
-    let ca: Arc<dyn PuppetCa> = Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
-    let key = ChallengeKey::generate();
-    let services = Arc::new(MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: ca.clone(),
-        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
-        challenge_key: ChallengeKey::from_bytes(key.as_bytes()).unwrap(),
-    });
-    let master_name = unique("pm-hostile");
-    let mut m = master(
-        &master_name,
-        &svc.moto_endpoint,
-        region,
-        &bucket,
-        CloudProvider::Ec2,
-    );
-    m.spec.node_defaults.subnet_id = None;
-    m.spec.node_defaults.security_group_ids = Vec::new();
-    let h = Harness::new(
-        Arc::new(Fixed(services)),
-        (m, vec![node("target-1", &master_name, &["profile::base"])]),
-    )
-    .await;
-    h.converge("target-1", 2).await;
-    let n = h.get("target-1").await;
-    let uid = n.metadata.uid.clone().unwrap();
-    let st = n.status.unwrap();
-    let certname = st.certname.unwrap();
-    let instance_id = st.instance_id.unwrap();
+    let (svc, ca, h, key) = (&e.svc, &e.ca, &e.h, &e.key);
+    let launched = e.launch("target-1").await;
+    let (uid, certname, instance_id) = (launched.uid, launched.certname, launched.instance_id);
     let challenge = key.challenge(&uid, 1);
 
     // (CSR attributes, alt names, expected refusal reason)

@@ -21,6 +21,7 @@ mod e2e_agent;
 mod e2e_ca_down;
 mod e2e_hostile;
 mod e2e_policy;
+mod e2e_support;
 mod enc_binary;
 mod manifests;
 mod node_lifecycle;

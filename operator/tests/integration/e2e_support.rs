@@ -1,0 +1,142 @@
+//! Shared setup of the end-to-end tests: the real puppetserver and moto, a master and its
+//! nodes in kube-fake-client, and the reconciler's services pointing at them.
+
+use std::sync::Arc;
+
+use puppet_conductor::api::master::{CloudProvider, SigningMode};
+use puppet_conductor::api::PuppetNode;
+use puppet_conductor::ca::PuppetCa;
+use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
+use puppet_conductor::controller::ReconcileError;
+use puppet_conductor::identity::ChallengeKey;
+use tokio::sync::{MutexGuard, RwLockReadGuard};
+
+use crate::common::services::Services;
+use crate::node_support::*;
+
+pub(crate) const REGION: &str = "us-east-1";
+
+pub(crate) struct Fixed(pub(crate) Arc<MasterServices>);
+
+#[async_trait::async_trait]
+impl ServiceFactory for Fixed {
+    async fn services(
+        &self,
+        _m: &puppet_conductor::api::PuppetMaster,
+    ) -> Result<Arc<MasterServices>, ReconcileError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// enc.env and autosign.mode belong to the one puppetserver: one end-to-end test at a time.
+pub(crate) static PUPPETSERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) fn autosign_mode(mode: &str) {
+    let path = std::env::var("PC_AUTOSIGN_MODE_FILE")
+        .unwrap_or_else(|_| "/tmp/puppet-conductor/autosign.mode".into());
+    std::fs::write(path, mode).unwrap();
+}
+
+/// The ENC (and autosign) puppetserver runs: this binary, reading `bucket`.
+pub(crate) fn write_enc_env(bucket: &str, moto: &str, region: &str) {
+    let enc_env = format!(
+        "PUPPET_CONDUCTOR_BIN={}\nPC_RECORDS_BUCKET={bucket}\nPC_RECORDS_ENDPOINT={moto}\nPC_RECORDS_REGION={region}\n\
+         PC_RECORDS_FORCE_PATH_STYLE=true\nPC_RECORDS_ACCESS_KEY_ID=testing\nPC_RECORDS_SECRET_ACCESS_KEY=testing\n",
+        env!("CARGO_BIN_EXE_puppet-conductor"),
+    );
+    let path =
+        std::env::var("PC_ENC_ENV").unwrap_or_else(|_| "/tmp/puppet-conductor/enc.env".into());
+    std::fs::write(path, enc_env).unwrap();
+}
+
+/// One end-to-end scenario's world; holds the locks that keep scenarios apart.
+pub(crate) struct E2e {
+    _moto_load: RwLockReadGuard<'static, ()>,
+    _puppetserver: MutexGuard<'static, ()>,
+    pub svc: Services,
+    pub moto: MotoServices,
+    /// The real CA client (the reconciler's may be wrapped).
+    pub ca: Arc<dyn PuppetCa>,
+    pub key: ChallengeKey,
+    pub master_name: String,
+    pub h: Harness,
+}
+
+/// A launched node as the agent playing it needs it.
+pub(crate) struct Launched {
+    pub uid: String,
+    pub certname: String,
+    pub instance_id: String,
+}
+
+impl E2e {
+    /// `None` (skipped) without the services. The master uses the default VPC; the ENC and
+    /// autosign read its bucket; autosign is off. `wrap_ca` may stand between the
+    /// reconciler and the real CA.
+    pub async fn start(
+        prefix: &str,
+        mode: SigningMode,
+        nodes: Vec<PuppetNode>,
+        wrap_ca: impl FnOnce(Arc<dyn PuppetCa>) -> Arc<dyn PuppetCa>,
+    ) -> Option<Self> {
+        let moto_load = MOTO_LOAD.read().await;
+        let svc = Services::from_env()?;
+        let puppetserver = PUPPETSERVER.lock().await;
+        autosign_mode("off");
+        let bucket = unique(&format!("{prefix}-records"));
+        let moto = MotoServices::new(&svc.moto_endpoint, REGION, &bucket).await;
+        write_enc_env(&bucket, &svc.moto_endpoint, REGION);
+        let ca: Arc<dyn PuppetCa> =
+            Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
+        let key = ChallengeKey::generate();
+        let services = Arc::new(MasterServices {
+            cloud: moto.cloud.clone(),
+            records: moto.records.clone(),
+            ca: wrap_ca(ca.clone()),
+            ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
+            challenge_key: ChallengeKey::from_bytes(key.as_bytes()).unwrap(),
+        });
+        let master_name = unique(&format!("pm-{prefix}"));
+        let mut m = master(
+            &master_name,
+            &svc.moto_endpoint,
+            REGION,
+            &bucket,
+            CloudProvider::Ec2,
+        );
+        m.spec.server = svc.puppet.server.clone();
+        m.spec.signing.mode = mode;
+        m.spec.node_defaults.subnet_id = None;
+        m.spec.node_defaults.security_group_ids = Vec::new();
+        let nodes = nodes
+            .into_iter()
+            .map(|mut n| {
+                n.spec.master_ref.name = master_name.clone();
+                n
+            })
+            .collect();
+        let h = Harness::new(Arc::new(Fixed(services)), (m, nodes)).await;
+        Some(Self {
+            _moto_load: moto_load,
+            _puppetserver: puppetserver,
+            svc,
+            moto,
+            ca,
+            key,
+            master_name,
+            h,
+        })
+    }
+
+    /// Reconciles `name` until its instance runs (finalizer + launch, then observe).
+    pub async fn launch(&self, name: &str) -> Launched {
+        self.h.converge(name, 2).await;
+        let n = self.h.get(name).await;
+        let st = n.status.unwrap();
+        Launched {
+            uid: n.metadata.uid.unwrap(),
+            certname: st.certname.unwrap(),
+            instance_id: st.instance_id.unwrap(),
+        }
+    }
+}
