@@ -82,3 +82,95 @@ async fn hostile_csrs_are_refused_with_a_warning_and_never_signed() {
         .iter()
         .any(|e| e.reason == "CertificateSigned"));
 }
+
+/// Two agents race for one certname: the CA keeps one CSR per certname, and the reconciler
+/// signs only if the CSR it finds is the verified one. A hostile CSR that arrives first is
+/// refused (and blocks the real agent until it is cleaned, but nothing wrong is signed); a
+/// real CSR that arrives first is signed and the hostile one gets no certificate.
+#[tokio::test]
+async fn two_csrs_racing_for_one_certname_never_sign_the_hostile_one() {
+    let nodes = vec![
+        node("race-1", "x", &["profile::base"]),
+        node("race-2", "x", &["profile::base"]),
+    ];
+    let Some(e) = E2e::start("race", SigningMode::Operator, nodes, |ca| ca).await else {
+        return;
+    };
+    let (svc, ca, h, key) = (&e.svc, &e.ca, &e.h, &e.key);
+
+    // Hostile first: its CSR is what the CA holds; the real agent's is turned away.
+    let one = e.launch("race-1").await;
+    let real_challenge = key.challenge(&one.uid, 1);
+    let hostile_dir = std::env::temp_dir().join(unique("hostile-agent"));
+    let hostile = svc
+        .puppet
+        .run_agent_in(
+            &hostile_dir,
+            &one.certname,
+            Some("stolen-guess"),
+            Some(&one.instance_id),
+        )
+        .await;
+    assert_eq!(hostile.code, 1, "{}", hostile.output);
+    let real = svc
+        .puppet
+        .run_agent(
+            &one.certname,
+            Some(&real_challenge),
+            Some(&one.instance_id),
+            None,
+        )
+        .await;
+    assert_eq!(real.code, 1, "{}", real.output);
+    for _ in 0..2 {
+        h.reconcile("race-1").await.unwrap();
+    }
+    assert_eq!(
+        ca.status(&one.certname).await.unwrap().unwrap().state,
+        CertState::Requested,
+        "hostile CSR not signed"
+    );
+    assert!(h
+        .events
+        .all()
+        .iter()
+        .any(|ev| ev.warning && ev.reason == "CSRWrongChallenge"));
+
+    // Real first: signed; the hostile agent that comes later gets no certificate.
+    let two = e.launch("race-2").await;
+    let real = svc
+        .puppet
+        .run_agent(
+            &two.certname,
+            Some(&key.challenge(&two.uid, 1)),
+            Some(&two.instance_id),
+            None,
+        )
+        .await;
+    assert_eq!(real.code, 1, "{}", real.output);
+    h.reconcile("race-2").await.unwrap();
+    assert_eq!(
+        ca.status(&two.certname).await.unwrap().unwrap().state,
+        CertState::Signed
+    );
+    let hostile_dir2 = std::env::temp_dir().join(unique("hostile-agent"));
+    let late = svc
+        .puppet
+        .run_agent_in(
+            &hostile_dir2,
+            &two.certname,
+            Some("stolen-guess"),
+            Some(&two.instance_id),
+        )
+        .await;
+    assert_ne!(late.code, 0, "{}", late.output);
+    assert_ne!(
+        late.code, 2,
+        "the hostile agent got no catalog:\n{}",
+        late.output
+    );
+    ca.revoke_and_clean(&one.certname).await.unwrap();
+    ca.revoke_and_clean(&two.certname).await.unwrap();
+    let _ = std::fs::remove_dir_all(hostile_dir);
+    let _ = std::fs::remove_dir_all(hostile_dir2);
+}

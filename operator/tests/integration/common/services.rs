@@ -157,9 +157,37 @@ impl PuppetServer {
         instance_id: Option<&str>,
         dns_alt_names: Option<&str>,
     ) -> AgentRun {
+        self.agent(None, certname, challenge, instance_id, dns_alt_names)
+            .await
+    }
+
+    /// [`Self::run_agent`] with the agent's own directory `dir` (its own key and ssldir):
+    /// a second machine claiming the same certname.
+    pub async fn run_agent_in(
+        &self,
+        dir: &Path,
+        certname: &str,
+        challenge: Option<&str>,
+        instance_id: Option<&str>,
+    ) -> AgentRun {
+        self.agent(Some(dir), certname, challenge, instance_id, None)
+            .await
+    }
+
+    async fn agent(
+        &self,
+        dir: Option<&Path>,
+        certname: &str,
+        challenge: Option<&str>,
+        instance_id: Option<&str>,
+        dns_alt_names: Option<&str>,
+    ) -> AgentRun {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/services/agent.sh");
         let mut command = tokio::process::Command::new("bash");
         command.arg(&script).args(["--certname", certname]);
+        if let Some(dir) = dir {
+            command.arg("--dir").arg(dir);
+        }
         for (flag, value) in [
             ("--challenge", challenge),
             ("--instance-id", instance_id),
