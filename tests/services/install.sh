@@ -57,6 +57,7 @@ else
     report venv "present at $venv"
 fi
 
+# Pinned to the versions the tests were measured with (TOOLING-NOTES: moto 5.2.5).
 # distribution name -> pip requirement; flask/flask-cors are what the
 # [server] extra adds, so a bare `moto` does not count as moto[server].
 dist_present() {
@@ -73,12 +74,12 @@ EOF
 if dist_present moto flask flask-cors && [[ -x "$venv/bin/moto_server" ]]; then
     report "moto[server]" present
 else
-    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5'
     report "moto[server]" installed
 fi
 if dist_present kubernetes-validate && [[ -x "$venv/bin/kubernetes-validate" ]]; then
     report kubernetes-validate present
 else
-    "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+    "$venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
     report kubernetes-validate installed
 fi
