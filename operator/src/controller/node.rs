@@ -24,7 +24,6 @@ use crate::api::master::PuppetMaster;
 use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
 use crate::ca::CertState;
 use crate::cloud::InstanceState;
-use crate::records::RecordsError;
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
 pub async fn reconcile(
@@ -188,8 +187,8 @@ async fn observe(
                     observed.record_incarnation = Some(record.owner.incarnation);
                     observed.record_instance_id = record.instance_id;
                 }
+                // Another node's record under this certname: not evidence about this node.
                 Ok(_) => {}
-                Err(e @ RecordsError::Conflict { .. }) => return Err(e.into()),
                 Err(e) => return Err(e.into()),
             }
         }
