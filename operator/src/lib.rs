@@ -9,5 +9,7 @@ pub mod cloud;
 pub mod controller;
 pub mod enc;
 pub mod identity;
+pub mod leader;
 pub mod records;
+pub mod runner;
 pub mod userdata;

@@ -11,6 +11,7 @@ mod certname;
 pub mod csr_check;
 pub mod csr_parse;
 mod error;
+mod fingerprint;
 mod http_api;
 mod http_client;
 mod retry_after;
@@ -20,6 +21,7 @@ pub use certname::{validate_certname, MAX_CERTNAME_LEN};
 pub use csr_check::{verify, Expected, Refusal, Verdict};
 pub use csr_parse::{parse_csr, parse_csr_der, CsrClaims, CsrError, KeyAlgorithm, KeyInfo};
 pub use error::CaError;
+pub use fingerprint::pem_fingerprint;
 pub use http_client::{HttpCa, DEFAULT_TIMEOUT};
 
 /// What the operator needs from a Puppet CA.

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use super::backoff::Backoff;
 use super::events::EventSink;
+use super::master::MasterMemory;
+use crate::metrics::Metrics;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
 
-/// Settings of the node controller.
+/// Settings of the controllers, parsed once at start.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
     /// Name of this operator installation, written into every tag and record.
@@ -19,6 +21,41 @@ pub struct NodeSettings {
     pub resync: Duration,
     /// Requeue interval while a node is converging (instance starting, CSR awaited).
     pub converging: Duration,
+    /// Requeue interval of a healthy master (probes, counts, orphan sweep).
+    pub master_resync: Duration,
+    /// Which objects this replica manages (sharding).
+    pub scope: Scope,
+}
+
+/// The objects one operator replica manages: a namespace and/or a label selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Only objects matching this label selector.
+    pub label_selector: Option<String>,
+}
+
+impl Scope {
+    /// The list/watch parameters of this scope.
+    pub fn list_params(&self) -> kube::api::ListParams {
+        match &self.label_selector {
+            Some(selector) => kube::api::ListParams::default().labels(selector),
+            None => kube::api::ListParams::default(),
+        }
+    }
+
+    /// An API over this scope's namespace (or all namespaces).
+    pub fn api<K>(&self, client: kube::Client) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::all(client),
+        }
+    }
 }
 
 impl Default for NodeSettings {
@@ -28,6 +65,8 @@ impl Default for NodeSettings {
             snapshot_max_age: Duration::from_secs(10),
             resync: Duration::from_secs(300),
             converging: Duration::from_secs(10),
+            master_resync: Duration::from_secs(60),
+            scope: Scope::default(),
         }
     }
 }
@@ -46,6 +85,10 @@ pub struct Context {
     pub backoff: Backoff,
     /// Settings.
     pub settings: NodeSettings,
+    /// What the master reconciler remembers between passes.
+    pub masters: MasterMemory,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -63,6 +106,14 @@ impl Context {
             events,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             settings,
+            masters: MasterMemory::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Shares `metrics` (the registry the HTTP server exposes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }

@@ -26,6 +26,9 @@ pub enum ReconcileError {
     /// The spec is valid for the schema but cannot be acted on (e.g. no image anywhere).
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// The object could not be read as its kind (a malformed object in the API).
+    #[error("malformed object: {0}")]
+    InvalidObject(String),
     /// The referenced PuppetMaster does not exist (yet).
     #[error("PuppetMaster {0} not found")]
     MasterNotFound(String),
@@ -53,7 +56,9 @@ impl ReconcileError {
     /// Permanent errors wait for a change of the object; the rest back off and retry.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ReconcileError::InvalidSpec(_) | ReconcileError::UserData(_) => true,
+            ReconcileError::InvalidSpec(_)
+            | ReconcileError::InvalidObject(_)
+            | ReconcileError::UserData(_) => true,
             ReconcileError::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
@@ -91,6 +96,7 @@ impl ReconcileError {
             }
             ReconcileError::UserData(_) => "user-data",
             ReconcileError::InvalidSpec(_) => "invalid-spec",
+            ReconcileError::InvalidObject(_) => "invalid-object",
             ReconcileError::MasterNotFound(_) => "master-not-found",
             ReconcileError::Secret { .. } => "secret",
             ReconcileError::MissingMetadata(_) => "metadata",

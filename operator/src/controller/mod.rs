@@ -7,6 +7,8 @@ pub mod backoff;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod master;
+pub mod master_status;
 pub mod node;
 pub mod node_actions;
 pub mod node_status;

@@ -22,7 +22,21 @@ pub fn set_condition(
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
-    let status_str = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation, now);
+}
+
+/// Like [`set_condition`], for a status that may also be `Unknown`.
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status_str = status.to_string();
     let message = message.into();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {

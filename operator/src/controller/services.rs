@@ -19,6 +19,7 @@ use crate::api::master::PuppetMaster;
 use crate::ca::{HttpCa, PuppetCa};
 use crate::cloud::{Cloud, CloudConfig, Ec2Cloud, RateLimits, StaticCredentials};
 use crate::identity::ChallengeKey;
+use crate::metrics::{instrument, Metrics};
 use crate::records::{Records, RecordsConfig, S3Records};
 
 /// Everything a node reconcile talks to for one master.
@@ -64,6 +65,7 @@ impl Default for ClientSettings {
 pub struct KubeServiceFactory {
     client: kube::Client,
     settings: ClientSettings,
+    metrics: Option<Arc<Metrics>>,
     cache: Mutex<HashMap<String, (String, Arc<MasterServices>)>>,
 }
 
@@ -73,8 +75,15 @@ impl KubeServiceFactory {
         Self {
             client,
             settings,
+            metrics: None,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts and times every call of the services it builds.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -277,13 +286,17 @@ impl ServiceFactory for KubeServiceFactory {
             call_timeout: self.settings.call_timeout,
         })
         .await;
-        let services = Arc::new(MasterServices {
+        let mut services = MasterServices {
             cloud: Arc::new(cloud),
             records: Arc::new(records),
             ca: Arc::new(ca),
             ca_cert_pem,
             challenge_key: key,
-        });
+        };
+        if let Some(metrics) = &self.metrics {
+            services = instrument(services, metrics);
+        }
+        let services = Arc::new(services);
         cache.insert(cache_key, (version, services.clone()));
         Ok(services)
     }

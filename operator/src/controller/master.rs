@@ -1,0 +1,339 @@
+//! The PuppetMaster reconciler: validate → probe CA, cloud and bucket → count nodes →
+//! report unknown CSRs and sweep orphans → status.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::error::{chain, ReconcileError};
+use super::master_status::{
+    flipped, invalid_spec_conditions, master_conditions, Probe, Probes,
+};
+use super::services::MasterServices;
+use super::signing::parse_duration;
+use super::{Context, FIELD_MANAGER};
+use crate::api::master::{PuppetMaster, PuppetMasterStatus};
+use crate::api::node::{Phase, PuppetNode};
+use crate::ca::{pem_fingerprint, CertState, CertificateInfo};
+use crate::identity;
+
+/// What this pass saw of the master's CA queue.
+struct CaProbe {
+    fingerprint: Probe<String>,
+    /// CSRs waiting at the CA (`None` when the CA could not be listed).
+    pending: Option<Vec<CertificateInfo>>,
+}
+
+/// The live PuppetNodes in the operator's scope, as owners of certnames.
+#[derive(Clone, Debug, Default)]
+pub struct LiveNodes {
+    /// UIDs of every live node.
+    pub uids: HashSet<String>,
+    /// Current certnames of every live node.
+    pub certnames: HashSet<String>,
+    /// Phase counts of this master's nodes.
+    pub phases: BTreeMap<String, i32>,
+}
+
+/// One reconcile pass of a master (the `Controller`'s reconcile function).
+pub async fn reconcile(
+    master: Arc<PuppetMaster>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let ns = master
+        .namespace()
+        .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    let key = format!("{ns}/{}", master.name_any());
+    let now = Utc::now();
+    let old = master.status.clone().unwrap_or_default();
+    let generation = master.meta().generation;
+
+    if let Err(problem) = validate(&master) {
+        let status = PuppetMasterStatus {
+            observed_generation: generation,
+            conditions: invalid_spec_conditions(&old.conditions, &problem, generation, now),
+            ..old.clone()
+        };
+        publish_flips(&master, &ctx, &old, &status).await;
+        write_status(&ctx, &master, &ns, &status).await?;
+        return Err(ReconcileError::InvalidSpec(problem));
+    }
+
+    let live = live_nodes(&ctx, &ns, &master.name_any()).await?;
+    let (probes, pending) = match ctx.services.services(&master).await {
+        Ok(services) => {
+            let (ca, cloud, records) = tokio::join!(
+                probe_ca(&services),
+                services.cloud.probe(),
+                services.records.probe()
+            );
+            let probes = Probes {
+                ca: ca.fingerprint,
+                cloud: match cloud {
+                    Ok(()) => Probe::Ok(()),
+                    Err(e) => Probe::failed("CloudUnreachable", &chain(&e)),
+                },
+                records: match records {
+                    Ok(privacy) => Probe::Ok(privacy),
+                    Err(e) => Probe::failed("RecordsUnreachable", &chain(&e)),
+                },
+            };
+            (probes, ca.pending)
+        }
+        Err(error) => (
+            Probes::all_failed(reason_of(&error), &chain(&error)),
+            None,
+        ),
+    };
+
+    if let Some(pending) = &pending {
+        warn_unknown_csrs(&master, &ctx, &key, pending, &live).await;
+    }
+
+    let status = PuppetMasterStatus {
+        observed_generation: generation,
+        conditions: master_conditions(&old.conditions, &probes, generation, now),
+        ca_fingerprint: match &probes.ca {
+            Probe::Ok(fp) => Some(fp.clone()),
+            Probe::Failed { .. } => old.ca_fingerprint.clone(),
+        },
+        nodes: live.phases.clone(),
+    };
+    publish_flips(&master, &ctx, &old, &status).await;
+    write_status(&ctx, &master, &ns, &status).await?;
+
+    let healthy = probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok();
+    if healthy {
+        ctx.backoff.reset(&master_backoff_key(&key));
+        Ok(Requeue::requeue(ctx.settings.master_resync))
+    } else {
+        // Unreachable services are retried with capped backoff, not at the resync pace.
+        Ok(Requeue::requeue(
+            ctx.backoff
+                .next_delay(&master_backoff_key(&key))
+                .min(ctx.settings.master_resync),
+        ))
+    }
+}
+
+/// Error policy: an invalid spec waits for a change; anything else backs off.
+pub fn error_policy(master: Arc<PuppetMaster>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(master = %master.name_any(), error = %chain(error), "master reconcile failed");
+    if error.is_permanent() {
+        return Requeue::await_change();
+    }
+    let key = format!(
+        "{}/{}",
+        master.namespace().unwrap_or_default(),
+        master.name_any()
+    );
+    Requeue::requeue(ctx.backoff.next_delay(&master_backoff_key(&key)))
+}
+
+/// Masters and nodes share the backoff table; keep their keys apart.
+fn master_backoff_key(key: &str) -> String {
+    format!("master:{key}")
+}
+
+/// What the schema cannot check.
+fn validate(master: &PuppetMaster) -> Result<(), String> {
+    let spec = &master.spec;
+    if parse_duration(&spec.signing.poll_interval).is_none() {
+        return Err(format!(
+            "signing.pollInterval {:?} is not a duration",
+            spec.signing.poll_interval
+        ));
+    }
+    if parse_duration(&spec.orphans.min_age).is_none() {
+        return Err(format!(
+            "orphans.minAge {:?} is not a duration",
+            spec.orphans.min_age
+        ));
+    }
+    Ok(())
+}
+
+fn reason_of(error: &ReconcileError) -> &'static str {
+    match error {
+        ReconcileError::Secret { .. } => "SecretInvalid",
+        ReconcileError::Kube(_) => "KubernetesUnavailable",
+        _ => "ServicesUnavailable",
+    }
+}
+
+/// Fetches the CA certificate (reachability, fingerprint) and lists waiting CSRs (which
+/// also proves auth.conf lets the operator's client certificate manage certificates).
+async fn probe_ca(services: &MasterServices) -> CaProbe {
+    let certificate = match services.ca.ca_certificate().await {
+        Ok(pem) => pem,
+        Err(e) => {
+            return CaProbe {
+                fingerprint: Probe::Failed {
+                    reason: "CAUnreachable",
+                    message: chain(&e),
+                },
+                pending: None,
+            }
+        }
+    };
+    let Some(fingerprint) = pem_fingerprint(&certificate) else {
+        return CaProbe {
+            fingerprint: Probe::Failed {
+                reason: "CACertificateInvalid",
+                message: "the CA served no PEM certificate".to_string(),
+            },
+            pending: None,
+        };
+    };
+    match services.ca.list(Some(CertState::Requested)).await {
+        Ok(pending) => CaProbe {
+            fingerprint: Probe::Ok(fingerprint),
+            pending: Some(pending),
+        },
+        Err(e) => CaProbe {
+            fingerprint: Probe::Failed {
+                reason: "CAClientNotAllowed",
+                message: format!(
+                    "the CA answered but refused to list CSRs (check auth.conf allows the client certificate): {}",
+                    chain(&e)
+                ),
+            },
+            pending: None,
+        },
+    }
+}
+
+/// Owners of certnames across the operator's scope, and this master's phase counts.
+pub async fn live_nodes(
+    ctx: &Context,
+    namespace: &str,
+    master: &str,
+) -> Result<LiveNodes, ReconcileError> {
+    let api: Api<PuppetNode> = ctx.settings.scope.api(ctx.client.clone());
+    let nodes = api
+        .list(&ctx.settings.scope.list_params())
+        .await
+        .map_err(ReconcileError::Kube)?;
+    let mut live = LiveNodes::default();
+    for node in &nodes.items {
+        let Some(uid) = node.uid() else { continue };
+        let status = node.status.clone().unwrap_or_default();
+        let incarnation = status.incarnation.unwrap_or(1);
+        live.certnames.insert(identity::certname(
+            &uid,
+            incarnation,
+            node.spec.certname.as_deref(),
+        ));
+        if let Some(certname) = status.certname {
+            live.certnames.insert(certname);
+        }
+        live.uids.insert(uid);
+        if node.namespace().as_deref() == Some(namespace) && node.spec.master_ref.name == master {
+            let phase = status.phase.unwrap_or(Phase::Pending);
+            *live.phases.entry(phase_name(phase)).or_default() += 1;
+        }
+    }
+    Ok(live)
+}
+
+fn phase_name(phase: Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{phase:?}"))
+}
+
+/// A waiting CSR whose certname is no live node's is never signed; say so once on the
+/// master (the node-level refusals are the node reconciler's).
+async fn warn_unknown_csrs(
+    master: &PuppetMaster,
+    ctx: &Context,
+    master_key: &str,
+    pending: &[CertificateInfo],
+    live: &LiveNodes,
+) {
+    for csr in pending {
+        if live.certnames.contains(&csr.name) {
+            continue;
+        }
+        if !ctx.masters.first_warning(master_key, &csr.name) {
+            continue;
+        }
+        ctx.events
+            .publish(
+                &master.object_ref(&()),
+                true,
+                "CSRUnknownCertname",
+                "Refuse",
+                format!(
+                    "CSR {} is waiting at the CA but no PuppetNode has that certname (unknown or deleted node); it will not be signed",
+                    csr.name
+                ),
+            )
+            .await;
+    }
+}
+
+async fn publish_flips(
+    master: &PuppetMaster,
+    ctx: &Context,
+    old: &PuppetMasterStatus,
+    new: &PuppetMasterStatus,
+) {
+    for c in flipped(&old.conditions, &new.conditions) {
+        let warning = c.status != "True";
+        ctx.events
+            .publish(
+                &master.object_ref(&()),
+                warning,
+                &format!("{}{}", c.type_, if warning { "False" } else { "True" }),
+                "Probe",
+                format!("{} is {}: {}", c.type_, c.status, c.message),
+            )
+            .await;
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    master: &PuppetMaster,
+    namespace: &str,
+    status: &PuppetMasterStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": "puppet-conductor.dev/v1alpha1",
+        "kind": "PuppetMaster",
+        "status": status,
+    });
+    api.patch_status(
+        &master.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::Kube)?;
+    Ok(())
+}
+
+/// What the master reconciler remembers between passes (only to avoid repeating events).
+#[derive(Default)]
+pub struct MasterMemory {
+    warned: std::sync::Mutex<HashSet<(String, String)>>,
+}
+
+impl MasterMemory {
+    /// True the first time `(master, certname)` is seen.
+    pub fn first_warning(&self, master_key: &str, certname: &str) -> bool {
+        match self.warned.lock() {
+            Ok(mut set) => set.insert((master_key.to_string(), certname.to_string())),
+            // Poisoned: repeating an event is better than losing it.
+            Err(_) => true,
+        }
+    }
+}

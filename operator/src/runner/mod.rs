@@ -1,0 +1,253 @@
+//! `puppet-conductor run`: both controllers in one process, behind the CRDs being
+//! established and (optionally) a Lease, with /metrics, /healthz and /readyz served
+//! throughout, stopping cleanly on SIGTERM.
+
+pub mod config;
+pub mod wiring;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::wait::{await_condition, conditions::is_crd_established};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, CustomResourceExt, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use self::config::RunConfig;
+use self::wiring::{
+    master_controller, master_error_policy, node_controller, node_error_policy,
+    reconcile_master, reconcile_node, GuardedMaster, GuardedNode,
+};
+use crate::api::master::PuppetMaster;
+use crate::api::node::PuppetNode;
+use crate::controller::context::Scope;
+use crate::controller::events::KubeEvents;
+use crate::controller::services::{ClientSettings, KubeServiceFactory};
+use crate::controller::Context;
+use crate::http_server::{serve, Health, HttpState};
+use crate::leader::{LeaderElector, LeaderError, Round};
+use crate::metrics::Metrics;
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A flag is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("connecting to Kubernetes")]
+    Client(#[source] kube::Error),
+    /// The HTTP address could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the CRDs failed.
+    #[error("waiting for CRD {0} to be established")]
+    Crd(String, #[source] kube::runtime::wait::Error),
+    /// Leadership was lost (the process exits and restarts as a standby).
+    #[error("leader election")]
+    Leader(#[from] LeaderError),
+}
+
+/// Cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+/// Runs the operator against the cluster in the default kubeconfig or in-cluster config.
+pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await.map_err(RunError::Client)?;
+    run_with_client(client, config, shutdown).await
+}
+
+/// Runs the operator with `client` until `shutdown` is cancelled.
+pub async fn run_with_client(
+    client: kube::Client,
+    config: RunConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz, /readyz");
+    let http = tokio::spawn(serve(
+        listener,
+        HttpState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+        shutdown.clone().cancelled_owned(),
+    ));
+
+    let result = tokio::select! {
+        r = lead_and_run(client, &config, metrics, health, shutdown.clone()) => r,
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    shutdown.cancel();
+    if let Ok(Err(error)) = http.await {
+        tracing::warn!(%error, "HTTP server stopped with an error");
+    }
+    result
+}
+
+async fn lead_and_run(
+    client: kube::Client,
+    config: &RunConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    wait_for_crds(&client).await?;
+    health.set_ready(true);
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(
+                KubeServiceFactory::new(
+                    client.clone(),
+                    ClientSettings {
+                        call_timeout: config.call_timeout,
+                        ..ClientSettings::default()
+                    },
+                )
+                .with_metrics(metrics.clone()),
+            ),
+            Arc::new(KubeEvents::new(
+                client.clone(),
+                "puppet-conductor",
+                Some(config.identity.clone()),
+            )),
+            config.settings.clone(),
+        )
+        .with_metrics(metrics.clone()),
+    );
+    let Some(lease) = &config.lease else {
+        health.set_leader(true);
+        metrics.set_leader(true);
+        run_controllers(client, ctx, config.concurrency, shutdown).await;
+        return Ok(());
+    };
+    let elector = LeaderElector::new(client.clone(), lease.clone());
+    tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for leadership");
+    elector
+        .acquire(|round| match round {
+            Ok(Round::Following(holder)) => tracing::debug!(%holder, "standing by"),
+            Ok(Round::Leading) => tracing::info!("leading"),
+            Err(error) => tracing::warn!(%error, "election round failed"),
+        })
+        .await;
+    health.set_leader(true);
+    metrics.set_leader(true);
+    let outcome = elector
+        .hold(run_controllers(client, ctx, config.concurrency, shutdown))
+        .await;
+    health.set_leader(false);
+    metrics.set_leader(false);
+    if let Err(error) = elector.release().await {
+        tracing::warn!(%error, "could not release the Lease; a standby takes over when it expires");
+    }
+    outcome.map_err(RunError::from)
+}
+
+/// Waits until both CRDs are established (the controllers' watches fail without them).
+async fn wait_for_crds(client: &kube::Client) -> Result<(), RunError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [PuppetMaster::crd_name(), PuppetNode::crd_name()] {
+        tracing::info!(crd = name, "waiting for CRD to be established");
+        await_condition(api.clone(), name, is_crd_established())
+            .await
+            .map_err(|e| RunError::Crd(name.to_string(), e))?;
+    }
+    Ok(())
+}
+
+fn watch_config(scope: &Scope) -> watcher::Config {
+    match &scope.label_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    }
+}
+
+/// Both controllers until `shutdown`; each finishes its running reconciles first.
+pub async fn run_controllers(
+    client: kube::Client,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: CancellationToken,
+) {
+    let scope = ctx.settings.scope.clone();
+    let node_api: Api<GuardedNode> = scope.api(client.clone());
+    let master_api: Api<GuardedMaster> = scope.api(client.clone());
+    let wc = watch_config(&scope);
+
+    // Cached nodes drop managedFields: they are most of an object's size.
+    let (node_reader, node_writer) = reflector::store();
+    let nodes = watcher(node_api, wc.clone())
+        .default_backoff()
+        .modify(|n| n.managed_fields_mut().clear())
+        .reflect(node_writer)
+        .applied_objects();
+    // Only spec changes of a master re-trigger its nodes, not its status writes.
+    let master_changes = watcher(master_api.clone(), wc.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let (master_reader, master_writer) = reflector::store();
+    let masters = watcher(master_api, wc)
+        .default_backoff()
+        .modify(|m| m.managed_fields_mut().clear())
+        .reflect(master_writer)
+        .applied_objects();
+
+    let node_run = node_controller(nodes, node_reader, master_changes, concurrency)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconcile_node, node_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "node reconcile");
+            }
+        });
+    let master_run = master_controller(masters, master_reader, concurrency)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile_master, master_error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "master reconcile");
+            }
+        });
+    tracing::info!("controllers started");
+    futures::join!(node_run, master_run);
+    tracing::info!("controllers stopped");
+}
