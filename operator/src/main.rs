@@ -10,6 +10,8 @@ use puppet_conductor::autosign;
 use puppet_conductor::cloud::StaticCredentials;
 use puppet_conductor::enc::{self, Answer};
 use puppet_conductor::records::{RecordsConfig, S3Records};
+use puppet_conductor::runner::config::{RunArgs, RunConfig};
+use puppet_conductor::{runner, telemetry};
 
 /// Kubernetes operator for Puppet nodes on EC2/Eucalyptus.
 #[derive(Parser)]
@@ -21,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: the PuppetMaster and PuppetNode controllers, /metrics, /healthz
+    /// and /readyz, behind a Lease when leader election is on.
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// External node classifier for puppetserver (`external_nodes`): prints the node's
@@ -177,6 +182,18 @@ async fn run_enc(
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            telemetry::init(args.log_format, &args.log_filter).context("starting logs")?;
+            let config = RunConfig::from_args(&args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let shutdown = runner::shutdown_on_signals();
+                runner::run(config, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             let yaml = puppet_conductor::api::crds_yaml().context("rendering CRDs")?;
             print!("{yaml}");

@@ -205,6 +205,20 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in lifecycle order (status counts list them all, zeros included).
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Launching,
+        Phase::AwaitingCsr,
+        Phase::Signed,
+        Phase::Ready,
+        Phase::Replacing,
+        Phase::Terminating,
+        Phase::Failed,
+    ];
+}
+
+impl Phase {
     /// Name as written in status and shown by `kubectl get pn`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::events::EventSink;
 use super::master::MasterMemory;
-use crate::metrics::Metrics;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
+use crate::metrics::Metrics;
 
 /// Settings of the controllers, parsed once at start.
 #[derive(Clone, Debug)]

@@ -11,9 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{chain, ReconcileError};
-use super::master_status::{
-    flipped, invalid_spec_conditions, master_conditions, Probe, Probes,
-};
+use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::services::MasterServices;
 use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER};
@@ -85,10 +83,7 @@ pub async fn reconcile(
             };
             (probes, ca.pending)
         }
-        Err(error) => (
-            Probes::all_failed(reason_of(&error), &chain(&error)),
-            None,
-        ),
+        Err(error) => (Probes::all_failed(reason_of(&error), &chain(&error)), None),
     };
 
     if let Some(pending) = &pending {
@@ -122,7 +117,11 @@ pub async fn reconcile(
 }
 
 /// Error policy: an invalid spec waits for a change; anything else backs off.
-pub fn error_policy(master: Arc<PuppetMaster>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(
+    master: Arc<PuppetMaster>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Requeue {
     tracing::warn!(master = %master.name_any(), error = %chain(error), "master reconcile failed");
     if error.is_permanent() {
         return Requeue::await_change();
@@ -219,7 +218,12 @@ pub async fn live_nodes(
         .list(&ctx.settings.scope.list_params())
         .await
         .map_err(ReconcileError::Kube)?;
-    let mut live = LiveNodes::default();
+    // Every phase is listed, zeros included: a count that drops to zero must overwrite
+    // the old value under server-side apply, not linger.
+    let mut live = LiveNodes {
+        phases: Phase::ALL.iter().map(|p| (phase_name(*p), 0)).collect(),
+        ..LiveNodes::default()
+    };
     for node in &nodes.items {
         let Some(uid) = node.uid() else { continue };
         let status = node.status.clone().unwrap_or_default();

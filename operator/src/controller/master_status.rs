@@ -119,16 +119,51 @@ pub fn master_conditions(
     now: DateTime<Utc>,
 ) -> Vec<Condition> {
     let mut c = old.to_vec();
-    reachability(&mut c, cond::CA_REACHABLE, &probes.ca, "the CA API", generation, now);
-    reachability(&mut c, cond::CLOUD_REACHABLE, &probes.cloud, "the cloud API", generation, now);
-    reachability(&mut c, cond::RECORDS_REACHABLE, &probes.records, "the records bucket", generation, now);
+    reachability(
+        &mut c,
+        cond::CA_REACHABLE,
+        &probes.ca,
+        "the CA API",
+        generation,
+        now,
+    );
+    reachability(
+        &mut c,
+        cond::CLOUD_REACHABLE,
+        &probes.cloud,
+        "the cloud API",
+        generation,
+        now,
+    );
+    reachability(
+        &mut c,
+        cond::RECORDS_REACHABLE,
+        &probes.records,
+        "the records bucket",
+        generation,
+        now,
+    );
     let (status, reason, message) = match &probes.records {
-        Probe::Ok(Privacy::Private) => ("True", reasons::PRIVATE, "no public grant found".to_string()),
+        Probe::Ok(Privacy::Private) => (
+            "True",
+            reasons::PRIVATE,
+            "no public grant found".to_string(),
+        ),
         Probe::Ok(Privacy::Public { reason }) => ("False", reasons::PUBLIC, reason.clone()),
-        Probe::Ok(Privacy::Unknown { reason }) => ("Unknown", reasons::UNDETERMINED, reason.clone()),
+        Probe::Ok(Privacy::Unknown { reason }) => {
+            ("Unknown", reasons::UNDETERMINED, reason.clone())
+        }
         Probe::Failed { message, .. } => ("Unknown", reasons::BUCKET_UNREACHABLE, message.clone()),
     };
-    set_condition_status(&mut c, cond::RECORDS_PRIVATE, status, reason, message, generation, now);
+    set_condition_status(
+        &mut c,
+        cond::RECORDS_PRIVATE,
+        status,
+        reason,
+        message,
+        generation,
+        now,
+    );
 
     let mut problems = Vec::new();
     for (name, ok) in [
@@ -144,9 +179,25 @@ pub fn master_conditions(
         problems.push("records are publicly readable".to_string());
     }
     if problems.is_empty() {
-        set_condition_status(&mut c, cond::READY, "True", reasons::READY, "CA, cloud and records bucket ready", generation, now);
+        set_condition_status(
+            &mut c,
+            cond::READY,
+            "True",
+            reasons::READY,
+            "CA, cloud and records bucket ready",
+            generation,
+            now,
+        );
     } else {
-        set_condition_status(&mut c, cond::READY, "False", reasons::NOT_READY, problems.join("; "), generation, now);
+        set_condition_status(
+            &mut c,
+            cond::READY,
+            "False",
+            reasons::NOT_READY,
+            problems.join("; "),
+            generation,
+            now,
+        );
     }
     c
 }
@@ -160,7 +211,15 @@ pub fn invalid_spec_conditions(
     now: DateTime<Utc>,
 ) -> Vec<Condition> {
     let mut c = old.to_vec();
-    set_condition_status(&mut c, cond::READY, "False", reasons::INVALID_SPEC, message, generation, now);
+    set_condition_status(
+        &mut c,
+        cond::READY,
+        "False",
+        reasons::INVALID_SPEC,
+        message,
+        generation,
+        now,
+    );
     c
 }
 
@@ -181,7 +240,10 @@ mod tests {
     use super::*;
 
     fn status_of(c: &[Condition], t: &str) -> String {
-        c.iter().find(|c| c.type_ == t).map(|c| c.status.clone()).unwrap_or_default()
+        c.iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
     }
 
     fn healthy() -> Probes {
@@ -195,7 +257,13 @@ mod tests {
     #[test]
     fn all_reachable_and_private_is_ready() {
         let c = master_conditions(&[], &healthy(), Some(1), Utc::now());
-        for t in [cond::CA_REACHABLE, cond::CLOUD_REACHABLE, cond::RECORDS_REACHABLE, cond::RECORDS_PRIVATE, cond::READY] {
+        for t in [
+            cond::CA_REACHABLE,
+            cond::CLOUD_REACHABLE,
+            cond::RECORDS_REACHABLE,
+            cond::RECORDS_PRIVATE,
+            cond::READY,
+        ] {
             assert_eq!(status_of(&c, t), "True", "{t}");
         }
     }
@@ -203,19 +271,27 @@ mod tests {
     #[test]
     fn public_records_make_the_master_not_ready() {
         let mut p = healthy();
-        p.records = Probe::Ok(Privacy::Public { reason: "bucket policy grants s3:GetObject to *".to_string() });
+        p.records = Probe::Ok(Privacy::Public {
+            reason: "bucket policy grants s3:GetObject to *".to_string(),
+        });
         let c = master_conditions(&[], &p, Some(1), Utc::now());
         assert_eq!(status_of(&c, cond::RECORDS_PRIVATE), "False");
         assert_eq!(status_of(&c, cond::RECORDS_REACHABLE), "True");
         assert_eq!(status_of(&c, cond::READY), "False");
         let ready = c.iter().find(|c| c.type_ == cond::READY).unwrap();
-        assert!(ready.message.contains("publicly readable"), "{}", ready.message);
+        assert!(
+            ready.message.contains("publicly readable"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]
     fn undetermined_privacy_is_unknown_but_ready() {
         let mut p = healthy();
-        p.records = Probe::Ok(Privacy::Unknown { reason: "GetBucketAcl denied".to_string() });
+        p.records = Probe::Ok(Privacy::Unknown {
+            reason: "GetBucketAcl denied".to_string(),
+        });
         let c = master_conditions(&[], &p, Some(1), Utc::now());
         assert_eq!(status_of(&c, cond::RECORDS_PRIVATE), "Unknown");
         assert_eq!(status_of(&c, cond::READY), "True");
@@ -224,7 +300,10 @@ mod tests {
     #[test]
     fn unreachable_ca_names_itself_in_ready() {
         let mut p = healthy();
-        p.ca = Probe::Failed { reason: "CAUnreachable", message: "connection refused".to_string() };
+        p.ca = Probe::Failed {
+            reason: "CAUnreachable",
+            message: "connection refused".to_string(),
+        };
         let c = master_conditions(&[], &p, Some(1), Utc::now());
         assert_eq!(status_of(&c, cond::CA_REACHABLE), "False");
         let ready = c.iter().find(|c| c.type_ == cond::READY).unwrap();
@@ -246,9 +325,15 @@ mod tests {
         let now = Utc::now();
         let before = master_conditions(&[], &healthy(), Some(1), now);
         let mut p = healthy();
-        p.cloud = Probe::Failed { reason: "CloudUnreachable", message: "timeout".to_string() };
+        p.cloud = Probe::Failed {
+            reason: "CloudUnreachable",
+            message: "timeout".to_string(),
+        };
         let after = master_conditions(&before, &p, Some(1), now);
-        let types: Vec<&str> = flipped(&before, &after).iter().map(|c| c.type_.as_str()).collect();
+        let types: Vec<&str> = flipped(&before, &after)
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(types, vec![cond::CLOUD_REACHABLE, cond::READY]);
     }
 

@@ -156,9 +156,9 @@ impl LeaderElector {
         };
         match write {
             Ok(_) => Ok(Round::Leading),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                Ok(Round::Following("(won a concurrent race)".to_string()))
-            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Round::Following(
+                "another candidate (lost the race)".to_string(),
+            )),
             Err(e) => Err(self.kube_error("write", e)),
         }
     }

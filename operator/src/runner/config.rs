@@ -78,7 +78,11 @@ pub struct RunConfig {
 }
 
 fn duration(flag: &'static str, text: &str) -> Result<Duration, RunError> {
-    parse_duration(text).ok_or_else(|| RunError::Config(format!("--{flag} {text:?} is not a duration like 30s, 5m or 1h")))
+    parse_duration(text).ok_or_else(|| {
+        RunError::Config(format!(
+            "--{flag} {text:?} is not a duration like 30s, 5m or 1h"
+        ))
+    })
 }
 
 impl RunConfig {
@@ -105,7 +109,9 @@ impl RunConfig {
             None
         };
         if args.concurrency == 0 {
-            return Err(RunError::Config("--concurrency must be at least 1".to_string()));
+            return Err(RunError::Config(
+                "--concurrency must be at least 1".to_string(),
+            ));
         }
         let settings = NodeSettings {
             operator_id: args.operator_id.clone(),
@@ -147,17 +153,25 @@ mod tests {
     #[test]
     fn scope_and_lease_come_from_flags() {
         let c = parse(&[
-            "--watch-namespace", "team-a",
-            "--label-selector", "shard=1",
-            "--lease-namespace", "ops",
-            "--identity", "pod-0",
-            "--resync", "2m",
+            "--watch-namespace",
+            "team-a",
+            "--label-selector",
+            "shard=1",
+            "--lease-namespace",
+            "ops",
+            "--identity",
+            "pod-0",
+            "--resync",
+            "2m",
         ])
         .unwrap();
         assert_eq!(c.settings.scope.namespace.as_deref(), Some("team-a"));
         assert_eq!(c.settings.scope.label_selector.as_deref(), Some("shard=1"));
         let lease = c.lease.unwrap();
-        assert_eq!((lease.namespace.as_str(), lease.identity.as_str()), ("ops", "pod-0"));
+        assert_eq!(
+            (lease.namespace.as_str(), lease.identity.as_str()),
+            ("ops", "pod-0")
+        );
         assert_eq!(c.settings.resync, Duration::from_secs(120));
     }
 
@@ -175,7 +189,9 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_rejected() {
-        let error = parse(&["--leader-election", "false", "--resync", "soon"]).err().unwrap();
+        let error = parse(&["--leader-election", "false", "--resync", "soon"])
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("--resync"), "{error}");
     }
 }

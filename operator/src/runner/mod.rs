@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::config::RunConfig;
 use self::wiring::{
-    master_controller, master_error_policy, node_controller, node_error_policy,
+    master_controller, master_error_policy, master_triggers, node_controller, node_error_policy,
     reconcile_master, reconcile_node, GuardedMaster, GuardedNode,
 };
 use crate::api::master::PuppetMaster;
@@ -83,7 +83,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Runs the operator against the cluster in the default kubeconfig or in-cluster config.
 pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
-    let client = kube::Client::try_default().await.map_err(RunError::Client)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::Client)?;
     run_with_client(client, config, shutdown).await
 }
 
@@ -111,10 +113,8 @@ pub async fn run_with_client(
         shutdown.clone().cancelled_owned(),
     ));
 
-    let result = tokio::select! {
-        r = lead_and_run(client, &config, metrics, health, shutdown.clone()) => r,
-        _ = shutdown.cancelled() => Ok(()),
-    };
+    // `lead_and_run` watches `shutdown` itself, so it can release the Lease on the way out.
+    let result = lead_and_run(client, &config, metrics, health, shutdown.clone()).await;
     shutdown.cancel();
     if let Ok(Err(error)) = http.await {
         tracing::warn!(%error, "HTTP server stopped with an error");
@@ -129,7 +129,10 @@ async fn lead_and_run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    wait_for_crds(&client).await?;
+    tokio::select! {
+        r = wait_for_crds(&client) => r?,
+        _ = shutdown.cancelled() => return Ok(()),
+    }
     health.set_ready(true);
     let ctx = Arc::new(
         Context::new(
@@ -161,13 +164,15 @@ async fn lead_and_run(
     };
     let elector = LeaderElector::new(client.clone(), lease.clone());
     tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for leadership");
-    elector
-        .acquire(|round| match round {
-            Ok(Round::Following(holder)) => tracing::debug!(%holder, "standing by"),
-            Ok(Round::Leading) => tracing::info!("leading"),
-            Err(error) => tracing::warn!(%error, "election round failed"),
-        })
-        .await;
+    let acquired = elector.acquire(|round| match round {
+        Ok(Round::Following(holder)) => tracing::debug!(%holder, "standing by"),
+        Ok(Round::Leading) => tracing::info!("leading"),
+        Err(error) => tracing::warn!(%error, "election round failed"),
+    });
+    tokio::select! {
+        () = acquired => {}
+        _ = shutdown.cancelled() => return Ok(()),
+    }
     health.set_leader(true);
     metrics.set_leader(true);
     let outcome = elector
@@ -220,10 +225,11 @@ pub async fn run_controllers(
         .reflect(node_writer)
         .applied_objects();
     // Only spec changes of a master re-trigger its nodes, not its status writes.
-    let master_changes = watcher(master_api.clone(), wc.clone())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let master_changes = master_triggers(
+        watcher(master_api.clone(), wc.clone())
+            .default_backoff()
+            .applied_objects(),
+    );
     let (master_reader, master_writer) = reflector::store();
     let masters = watcher(master_api, wc)
         .default_backoff()

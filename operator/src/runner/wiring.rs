@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::core::{DeserializeGuard, InvalidObject};
+use kube::core::error_boundary::InvalidObject;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use tracing::Instrument;
 
@@ -28,7 +29,10 @@ pub type GuardedMaster = DeserializeGuard<PuppetMaster>;
 
 /// The nodes (from the node store) that reference `master`: they are reconciled again
 /// when the master changes.
-pub fn nodes_of_master(master: &GuardedMaster, nodes: &[Arc<GuardedNode>]) -> Vec<ObjectRef<GuardedNode>> {
+pub fn nodes_of_master(
+    master: &GuardedMaster,
+    nodes: &[Arc<GuardedNode>],
+) -> Vec<ObjectRef<GuardedNode>> {
     let meta = master.meta();
     let (Some(name), namespace) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
         return Vec::new();
@@ -45,6 +49,14 @@ pub fn nodes_of_master(master: &GuardedMaster, nodes: &[Arc<GuardedNode>]) -> Ve
             _ => None,
         })
         .collect()
+}
+
+/// Master changes that re-trigger nodes: spec changes only (a new generation), so the
+/// master's own status writes do not reconcile all its nodes again.
+pub fn master_triggers(
+    masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static {
+    masters.predicate_filter(kube::runtime::predicates::generation, Default::default())
 }
 
 /// The PuppetNode controller: triggered by node changes and by changes of their master.
@@ -98,7 +110,10 @@ async fn reject_invalid(kind: &str, invalid: &InvalidObject, ctx: &Context) -> R
     ReconcileError::InvalidObject(invalid.error.clone())
 }
 
-fn span(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> tracing::Span {
+fn span(
+    kind: &'static str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> tracing::Span {
     tracing::info_span!(
         "reconcile",
         kind,
@@ -114,7 +129,8 @@ fn record(ctx: &Context, kind: &str, started: Instant, result: &Result<Requeue, 
         Err(e) if matches!(e.root(), ReconcileError::CleanupInProgress(_)) => None,
         Err(e) => Some(e.root().category()),
     };
-    ctx.metrics.count_reconcile(kind, started.elapsed(), category);
+    ctx.metrics
+        .count_reconcile(kind, started.elapsed(), category);
 }
 
 /// The node controller's reconcile function: unwraps the guard, times and counts.
@@ -125,8 +141,14 @@ pub async fn reconcile_node(
     let started = Instant::now();
     let span = span("PuppetNode", object.meta());
     let result = match &object.0 {
-        Ok(n) => node::reconcile(Arc::new(n.clone()), ctx.clone()).instrument(span).await,
-        Err(invalid) => Err(reject_invalid("PuppetNode", invalid, &ctx).instrument(span).await),
+        Ok(n) => {
+            node::reconcile(Arc::new(n.clone()), ctx.clone())
+                .instrument(span)
+                .await
+        }
+        Err(invalid) => Err(reject_invalid("PuppetNode", invalid, &ctx)
+            .instrument(span)
+            .await),
     };
     record(&ctx, "PuppetNode", started, &result);
     result
@@ -152,8 +174,14 @@ pub async fn reconcile_master(
     let started = Instant::now();
     let span = span("PuppetMaster", object.meta());
     let result = match &object.0 {
-        Ok(m) => master::reconcile(Arc::new(m.clone()), ctx.clone()).instrument(span).await,
-        Err(invalid) => Err(reject_invalid("PuppetMaster", invalid, &ctx).instrument(span).await),
+        Ok(m) => {
+            master::reconcile(Arc::new(m.clone()), ctx.clone())
+                .instrument(span)
+                .await
+        }
+        Err(invalid) => Err(reject_invalid("PuppetMaster", invalid, &ctx)
+            .instrument(span)
+            .await),
     };
     record(&ctx, "PuppetMaster", started, &result);
     result

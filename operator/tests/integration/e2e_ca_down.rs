@@ -1,88 +1,22 @@
 //! The CA goes away during signing and during deletion: nothing is signed or released
 //! wrongly, and both complete once it is back.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use puppet_conductor::api::master::SigningMode;
-use puppet_conductor::ca::{CaError, CertState, CertificateInfo, HttpCa, PuppetCa};
+use puppet_conductor::ca::CertState;
 use puppet_conductor::controller::ReconcileError;
 use puppet_conductor::records::Records;
 
-use crate::common::services::Services;
-use crate::e2e_support::E2e;
+use crate::e2e_support::{E2e, FlakyCa};
 use crate::node_support::*;
-
-/// The real CA, or (while `down`) one on a closed port.
-struct FlakyCa {
-    up: Arc<dyn PuppetCa>,
-    down: Arc<dyn PuppetCa>,
-    is_down: RwLock<bool>,
-}
-
-impl FlakyCa {
-    fn current(&self) -> Arc<dyn PuppetCa> {
-        if *self.is_down.read().unwrap() {
-            self.down.clone()
-        } else {
-            self.up.clone()
-        }
-    }
-    fn set_down(&self, down: bool) {
-        *self.is_down.write().unwrap() = down;
-    }
-}
-
-#[async_trait::async_trait]
-impl PuppetCa for FlakyCa {
-    async fn list(&self, state: Option<CertState>) -> Result<Vec<CertificateInfo>, CaError> {
-        self.current().list(state).await
-    }
-    async fn status(&self, certname: &str) -> Result<Option<CertificateInfo>, CaError> {
-        self.current().status(certname).await
-    }
-    async fn csr_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
-        self.current().csr_pem(certname).await
-    }
-    async fn sign(&self, certname: &str) -> Result<(), CaError> {
-        self.current().sign(certname).await
-    }
-    async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError> {
-        self.current().revoke_and_clean(certname).await
-    }
-    async fn ca_certificate(&self) -> Result<String, CaError> {
-        self.current().ca_certificate().await
-    }
-    async fn crl(&self) -> Result<String, CaError> {
-        self.current().crl().await
-    }
-}
 
 #[tokio::test]
 async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
     let nodes = vec![node("outage-1", "x", &["profile::base"])];
     let Some(e) = E2e::start("cadown", SigningMode::Operator, nodes, |real| {
-        let svc = Services::from_env().unwrap();
-        let dead: Arc<dyn PuppetCa> = Arc::new(
-            HttpCa::from_pem(
-                &format!("https://127.0.0.1:{closed}"),
-                &std::fs::read(&svc.puppet.client_cert).unwrap(),
-                &std::fs::read(&svc.puppet.client_key).unwrap(),
-                &svc.puppet.ca_pem(),
-                std::time::Duration::from_secs(2),
-            )
-            .unwrap(),
-        );
-        let ca = Arc::new(FlakyCa {
-            up: real,
-            down: dead,
-            is_down: RwLock::new(false),
-        });
+        let ca = FlakyCa::around(real);
         let _ = flaky.set(ca.clone());
         ca
     })

@@ -1,11 +1,11 @@
 //! Shared setup of the end-to-end tests: the real puppetserver and moto, a master and its
 //! nodes in kube-fake-client, and the reconciler's services pointing at them.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use puppet_conductor::api::master::{CloudProvider, SigningMode};
 use puppet_conductor::api::PuppetNode;
-use puppet_conductor::ca::PuppetCa;
+use puppet_conductor::ca::{CaError, CertState, CertificateInfo, HttpCa, PuppetCa};
 use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
 use puppet_conductor::controller::ReconcileError;
 use puppet_conductor::identity::ChallengeKey;
@@ -59,6 +59,8 @@ pub(crate) struct E2e {
     pub ca: Arc<dyn PuppetCa>,
     pub key: ChallengeKey,
     pub master_name: String,
+    /// The records bucket of the master.
+    pub bucket: String,
     pub h: Harness,
 }
 
@@ -124,6 +126,7 @@ impl E2e {
             ca,
             key,
             master_name,
+            bucket,
             h,
         })
     }
@@ -138,5 +141,75 @@ impl E2e {
             certname: st.certname.unwrap(),
             instance_id: st.instance_id.unwrap(),
         }
+    }
+}
+
+/// The real CA, or (while `down`) one on a closed port.
+pub(crate) struct FlakyCa {
+    up: Arc<dyn PuppetCa>,
+    down: Arc<dyn PuppetCa>,
+    is_down: RwLock<bool>,
+}
+
+impl FlakyCa {
+    /// Wraps the real CA; `set_down(true)` switches to a CA on a closed port.
+    pub(crate) fn around(real: Arc<dyn PuppetCa>) -> Arc<Self> {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let svc = Services::from_env().unwrap();
+        let dead: Arc<dyn PuppetCa> = Arc::new(
+            HttpCa::from_pem(
+                &format!("https://127.0.0.1:{closed}"),
+                &std::fs::read(&svc.puppet.client_cert).unwrap(),
+                &std::fs::read(&svc.puppet.client_key).unwrap(),
+                &svc.puppet.ca_pem(),
+                std::time::Duration::from_secs(2),
+            )
+            .unwrap(),
+        );
+        Arc::new(Self {
+            up: real,
+            down: dead,
+            is_down: RwLock::new(false),
+        })
+    }
+
+    fn current(&self) -> Arc<dyn PuppetCa> {
+        if *self.is_down.read().unwrap() {
+            self.down.clone()
+        } else {
+            self.up.clone()
+        }
+    }
+    pub(crate) fn set_down(&self, down: bool) {
+        *self.is_down.write().unwrap() = down;
+    }
+}
+
+#[async_trait::async_trait]
+impl PuppetCa for FlakyCa {
+    async fn list(&self, state: Option<CertState>) -> Result<Vec<CertificateInfo>, CaError> {
+        self.current().list(state).await
+    }
+    async fn status(&self, certname: &str) -> Result<Option<CertificateInfo>, CaError> {
+        self.current().status(certname).await
+    }
+    async fn csr_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
+        self.current().csr_pem(certname).await
+    }
+    async fn sign(&self, certname: &str) -> Result<(), CaError> {
+        self.current().sign(certname).await
+    }
+    async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError> {
+        self.current().revoke_and_clean(certname).await
+    }
+    async fn ca_certificate(&self) -> Result<String, CaError> {
+        self.current().ca_certificate().await
+    }
+    async fn crl(&self) -> Result<String, CaError> {
+        self.current().crl().await
     }
 }

@@ -91,7 +91,8 @@ pub fn moto_credentials() -> StaticCredentials {
     }
 }
 
-pub async fn create_bucket(endpoint: &str, region: &str, bucket: &str) {
+/// A plain S3 client on moto (for what the operator never does itself).
+pub fn s3_client(endpoint: &str, region: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
@@ -99,7 +100,11 @@ pub async fn create_bucket(endpoint: &str, region: &str, bucket: &str) {
         .force_path_style(true)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
         .build();
-    let s3 = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub async fn create_bucket(endpoint: &str, region: &str, bucket: &str) {
+    let s3 = s3_client(endpoint, region);
     let mut req = s3.create_bucket().bucket(bucket);
     if region != "us-east-1" {
         req = req.create_bucket_configuration(
