@@ -27,6 +27,9 @@ bash scripts/check-generated.sh
 step "manifests and CRDs validate (kubernetes-validate --strict)"
 bash scripts/validate-manifests.sh
 
+step "Helm chart lints, renders and validates"
+bash scripts/validate-chart.sh
+
 step "start moto and puppetserver on 127.0.0.1"
 bash tests/services/up.sh
 if [[ "${PC_KEEP_SERVICES:-0}" != 1 ]]; then

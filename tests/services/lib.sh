@@ -5,8 +5,9 @@
 PC_SERVICES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PC_STATE_DIR="${PC_STATE_DIR:-/tmp/puppet-conductor}"
 PC_TOOLS_DIR="${PC_TOOLS_DIR:-$HOME/.cache/puppet-conductor/venv}"
+PC_HELM_DIR="${PC_HELM_DIR:-$HOME/.cache/puppet-conductor/helm}"
 PC_SERVICES_ENV="$PC_STATE_DIR/services.env"
-export PC_STATE_DIR PC_TOOLS_DIR PC_SERVICES_ENV
+export PC_STATE_DIR PC_TOOLS_DIR PC_HELM_DIR PC_SERVICES_ENV
 
 # The operator's client certificate; its certname is what the auth.conf rule
 # in manifests/puppetserver/auth-conf-rule.conf allows.
