@@ -29,7 +29,7 @@ pub enum LeaderError {
         operation: &'static str,
         /// The API error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Another replica took the Lease, or it could not be renewed in time.
     #[error("lost leadership of Lease {0}")]
@@ -97,7 +97,7 @@ impl LeaderElector {
         LeaderError::Kube {
             name: self.settings.name.clone(),
             operation,
-            source,
+            source: Box::new(source),
         }
     }
 

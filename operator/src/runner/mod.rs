@@ -37,7 +37,7 @@ pub enum RunError {
     Config(String),
     /// No usable kubeconfig or in-cluster configuration.
     #[error("connecting to Kubernetes")]
-    Client(#[source] kube::Error),
+    Client(#[source] Box<kube::Error>),
     /// The HTTP address could not be bound.
     #[error("binding {addr}")]
     Bind {
@@ -49,7 +49,7 @@ pub enum RunError {
     },
     /// Waiting for the CRDs failed.
     #[error("waiting for CRD {0} to be established")]
-    Crd(String, #[source] kube::runtime::wait::Error),
+    Crd(String, #[source] Box<kube::runtime::wait::Error>),
     /// Leadership was lost (the process exits and restarts as a standby).
     #[error("leader election")]
     Leader(#[from] LeaderError),
@@ -85,7 +85,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
-        .map_err(RunError::Client)?;
+        .map_err(|e| RunError::Client(Box::new(e)))?;
     run_with_client(client, config, shutdown).await
 }
 
@@ -193,7 +193,7 @@ async fn wait_for_crds(client: &kube::Client) -> Result<(), RunError> {
         tracing::info!(crd = name, "waiting for CRD to be established");
         await_condition(api.clone(), name, is_crd_established())
             .await
-            .map_err(|e| RunError::Crd(name.to_string(), e))?;
+            .map_err(|e| RunError::Crd(name.to_string(), Box::new(e)))?;
     }
     Ok(())
 }
