@@ -26,6 +26,7 @@ mod enc_binary;
 mod manifests;
 mod node_lifecycle;
 mod node_support;
+mod orphans;
 mod records_probe;
 mod records_s3;
 mod records_support;
