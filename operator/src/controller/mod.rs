@@ -12,6 +12,8 @@ pub mod master_status;
 pub mod node;
 pub mod node_actions;
 pub mod node_status;
+pub mod orphan_sweep;
+pub mod orphans;
 pub mod plan;
 pub mod services;
 pub mod signing;

@@ -29,6 +29,7 @@ mod manifests;
 mod master_reconcile;
 mod node_lifecycle;
 mod node_support;
+mod orphans;
 mod records_probe;
 mod records_s3;
 mod records_support;
