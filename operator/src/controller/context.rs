@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::events::EventSink;
 use super::master::MasterMemory;
+use super::orphans::OrphanTracker;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
 use crate::metrics::Metrics;
@@ -37,14 +38,6 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The list/watch parameters of this scope.
-    pub fn list_params(&self) -> kube::api::ListParams {
-        match &self.label_selector {
-            Some(selector) => kube::api::ListParams::default().labels(selector),
-            None => kube::api::ListParams::default(),
-        }
-    }
-
     /// An API over this scope's namespace (or all namespaces).
     pub fn api<K>(&self, client: kube::Client) -> kube::Api<K>
     where
@@ -89,6 +82,8 @@ pub struct Context {
     pub masters: MasterMemory,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// CSR first sightings and orphans already reported, per master.
+    pub orphans: OrphanTracker,
 }
 
 impl Context {
@@ -108,6 +103,7 @@ impl Context {
             settings,
             masters: MasterMemory::default(),
             metrics: Arc::new(Metrics::new()),
+            orphans: OrphanTracker::default(),
         }
     }
 

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use super::error::{chain, ReconcileError};
 use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
+use super::orphan_sweep::sweep;
+use super::orphans::{find_orphans, Owners};
 use super::services::MasterServices;
 use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER};
@@ -63,6 +65,8 @@ pub async fn reconcile(
     }
 
     let live = live_nodes(&ctx, &ns, &master.name_any()).await?;
+    ctx.metrics.set_nodes_by_phase(&key, &live.phases);
+    let mut sweep_failed = false;
     let (probes, pending) = match ctx.services.services(&master).await {
         Ok(services) => {
             let (ca, cloud, records) = tokio::join!(
@@ -81,6 +85,11 @@ pub async fn reconcile(
                     Err(e) => Probe::failed("RecordsUnreachable", &chain(&e)),
                 },
             };
+            if probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok() {
+                sweep_failed = sweep_orphans(&master, &ctx, &key, &services, &live)
+                    .await
+                    .is_err();
+            }
             (probes, ca.pending)
         }
         Err(error) => (Probes::all_failed(reason_of(&error), &chain(&error)), None),
@@ -102,7 +111,8 @@ pub async fn reconcile(
     publish_flips(&master, &ctx, &old, &status).await;
     write_status(&ctx, &master, &ns, &status).await?;
 
-    let healthy = probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok();
+    let healthy =
+        probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok() && !sweep_failed;
     if healthy {
         ctx.backoff.reset(&master_backoff_key(&key));
         Ok(Requeue::requeue(ctx.settings.master_resync))
@@ -137,6 +147,63 @@ pub fn error_policy(
 /// Masters and nodes share the backoff table; keep their keys apart.
 fn master_backoff_key(key: &str) -> String {
     format!("master:{key}")
+}
+
+/// Reports or cleans up what no live node owns (after `orphans.minAge`), and publishes
+/// pending-CSR ages. Uses the same shared snapshot as the node reconciles.
+async fn sweep_orphans(
+    master: &PuppetMaster,
+    ctx: &Context,
+    key: &str,
+    services: &MasterServices,
+    live: &LiveNodes,
+) -> Result<(), ReconcileError> {
+    let snapshot = ctx
+        .snapshots
+        .get(key, services, ctx.settings.snapshot_max_age)
+        .await?;
+    let now = Utc::now();
+    let first_seen = ctx.orphans.observe_csrs(key, &snapshot, now);
+    let ages: Vec<f64> = first_seen
+        .values()
+        .map(|t| (now - *t).num_milliseconds().max(0) as f64 / 1000.0)
+        .collect();
+    for age in &ages {
+        ctx.metrics.observe_pending_csr_age(*age);
+    }
+    ctx.metrics
+        .set_oldest_pending_csr_age(key, ages.iter().copied().fold(0.0, f64::max));
+
+    // Validated before: an unparsable minAge never gets here.
+    let min_age = parse_duration(&master.spec.orphans.min_age)
+        .ok_or_else(|| ReconcileError::InvalidSpec("orphans.minAge".to_string()))?;
+    let owners = Owners {
+        node_uids: live.uids.clone(),
+        certnames: live.certnames.clone(),
+    };
+    let scan = find_orphans(&snapshot, &owners, &first_seen, now, min_age);
+    let result = sweep(
+        master,
+        key,
+        &ctx.settings.operator_id,
+        services,
+        &scan,
+        &ctx.orphans,
+        ctx.events.as_ref(),
+    )
+    .await;
+    if let Ok(report) = &result {
+        for orphan in &report.cleaned {
+            ctx.metrics
+                .count_orphans(key, orphan.kind.as_str(), "cleaned");
+        }
+        if !report.cleaned.is_empty() {
+            ctx.snapshots.invalidate(key).await;
+        }
+    }
+    result.map(|_| ()).inspect_err(|error| {
+        tracing::warn!(master = key, error = %chain(error), "orphan sweep incomplete");
+    })
 }
 
 /// What the schema cannot check.
@@ -213,9 +280,11 @@ pub async fn live_nodes(
     namespace: &str,
     master: &str,
 ) -> Result<LiveNodes, ReconcileError> {
+    // No label selector here: a node of another shard still owns its instance, record
+    // and certificate, and the orphan sweep must never take it for an orphan.
     let api: Api<PuppetNode> = ctx.settings.scope.api(ctx.client.clone());
     let nodes = api
-        .list(&ctx.settings.scope.list_params())
+        .list(&kube::api::ListParams::default())
         .await
         .map_err(ReconcileError::Kube)?;
     // Every phase is listed, zeros included: a count that drops to zero must overwrite

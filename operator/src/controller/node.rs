@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::error::{chain, ReconcileError};
 use super::node_actions::{Acting, NodeIdentity};
-use super::node_status::{set_condition, time};
+use super::node_status::{is_true, set_condition, time};
 use super::plan::{plan, Observed, Plan};
 use super::services::MasterServices;
 use super::signing::{parse_duration, sign_if_verified, SigningOutcome};
@@ -407,6 +407,13 @@ async fn write_status(
         now,
     );
 
+    let before = node
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    record_milestones(ctx, before, signed, classified, launched_at, check_in, now);
+
     let mut phase = the_plan.phase;
     if phase == Phase::AwaitingCsr && running && signed {
         phase = if classified {
@@ -482,6 +489,28 @@ async fn write_status(
 
 /// Failures before a plan could be made (master missing, Secrets, cloud unreachable):
 /// a `Ready=False` condition and a Warning event saying why.
+/// Launch→signed and launch→first-check-in, observed once when each condition turns True.
+fn record_milestones(
+    ctx: &Context,
+    before: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    signed: bool,
+    classified: bool,
+    launched_at: Option<chrono::DateTime<Utc>>,
+    check_in: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) {
+    let Some(launched) = launched_at else { return };
+    let seconds =
+        |at: chrono::DateTime<Utc>| (at - launched).num_milliseconds().max(0) as f64 / 1000.0;
+    if signed && !is_true(before, cond::CERTIFICATE_SIGNED) {
+        ctx.metrics.observe_launch_to_signed(seconds(now));
+    }
+    if classified && !is_true(before, cond::CLASSIFIED) {
+        ctx.metrics
+            .observe_launch_to_first_check_in(seconds(check_in.unwrap_or(now)));
+    }
+}
+
 async fn report_failure(node: &PuppetNode, ctx: &Context, error: &ReconcileError) {
     let root = error.root();
     tracing::warn!(node = %node.name_any(), error = %chain(error), category = root.category(), "reconcile failed");
