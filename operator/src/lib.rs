@@ -9,5 +9,6 @@ pub mod cloud;
 pub mod controller;
 pub mod enc;
 pub mod identity;
+pub mod metrics;
 pub mod records;
 pub mod userdata;
