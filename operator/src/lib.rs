@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cloud;
 pub mod controller;
 pub mod enc;
+pub mod http_server;
 pub mod identity;
 pub mod metrics;
 pub mod records;
