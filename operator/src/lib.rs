@@ -12,4 +12,5 @@ pub mod http_server;
 pub mod identity;
 pub mod metrics;
 pub mod records;
+pub mod telemetry;
 pub mod userdata;
