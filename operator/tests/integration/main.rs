@@ -23,6 +23,7 @@ mod e2e_hostile;
 mod e2e_policy;
 mod e2e_support;
 mod enc_binary;
+mod http_endpoints;
 mod iam_policy;
 mod leader_election;
 mod manifests;
