@@ -279,6 +279,10 @@ pub enum OrphanAction {
     #[default]
     Ignore,
     /// Terminate orphaned instances, revoke orphaned certificates, delete orphaned records.
+    /// Instances and records are only touched when their tags or owner name this operator
+    /// installation; a certificate counts as orphaned when its certname has the generated
+    /// `<uid>-<incarnation>` form and no PuppetNode owns it, so use `Cleanup` only when the
+    /// CA serves this installation alone.
     Cleanup,
 }
 
