@@ -13,7 +13,7 @@ use serde_json::json;
 use super::error::{chain, ReconcileError};
 use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::orphan_sweep::sweep;
-use super::orphans::{find_orphans, Owners};
+use super::orphans::{find_orphans, OrphanKind, Owners};
 use super::services::MasterServices;
 use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER};
@@ -197,6 +197,14 @@ async fn sweep_orphans(
             ctx.metrics
                 .count_orphans(key, orphan.kind.as_str(), "cleaned");
         }
+        let left: Vec<(&str, i64)> = OrphanKind::ALL
+            .iter()
+            .map(|kind| {
+                let n = report.reported.iter().filter(|o| o.kind == *kind).count();
+                (kind.as_str(), i64::try_from(n).unwrap_or(i64::MAX))
+            })
+            .collect();
+        ctx.metrics.set_orphans_left(key, &left);
         if !report.cleaned.is_empty() {
             ctx.snapshots.invalidate(key).await;
         }

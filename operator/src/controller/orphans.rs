@@ -56,6 +56,14 @@ pub enum OrphanKind {
 }
 
 impl OrphanKind {
+    /// Every kind, for metrics that report zeros too.
+    pub const ALL: [OrphanKind; 4] = [
+        Self::Instance,
+        Self::Certificate,
+        Self::CertificateRequest,
+        Self::Record,
+    ];
+
     /// Short label for metrics and event notes.
     pub fn as_str(self) -> &'static str {
         match self {

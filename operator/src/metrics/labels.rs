@@ -44,6 +44,13 @@ pub(super) struct MasterLabels {
     pub(super) master: String,
 }
 
+/// `{master,kind}`: orphans of one kind under one master.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OrphanKindLabels {
+    pub(super) master: String,
+    pub(super) kind: String,
+}
+
 /// `{master,kind,action}`: an orphan found and what was done about it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct OrphanLabels {

@@ -26,8 +26,8 @@ use prometheus_client::registry::Registry;
 pub use error::MetricsError;
 pub use instrumented::{instrument, MeteredCa, MeteredCloud, MeteredRecords};
 use labels::{
-    CallLabels, KindLabels, MasterLabels, OperationLabels, OrphanLabels, PhaseLabels,
-    ReconcileErrorLabels,
+    CallLabels, KindLabels, MasterLabels, OperationLabels, OrphanKindLabels, OrphanLabels,
+    PhaseLabels, ReconcileErrorLabels,
 };
 
 /// Prefix of every metric name.
@@ -51,6 +51,7 @@ pub struct Metrics {
     launch_to_signed: Histogram,
     launch_to_first_check_in: Histogram,
     orphans: Family<OrphanLabels, Counter>,
+    orphans_left: Family<OrphanKindLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -170,6 +171,19 @@ impl Metrics {
                 action: action.to_string(),
             })
             .inc();
+    }
+
+    /// Orphans of `master` found and left in place in the last sweep (policy `Ignore`, or
+    /// not this installation's to remove), as `(kind, count)`; kinds absent count 0.
+    pub fn set_orphans_left(&self, master: &str, counts: &[(&str, i64)]) {
+        for (kind, count) in counts {
+            self.orphans_left
+                .get_or_create(&OrphanKindLabels {
+                    master: master.to_string(),
+                    kind: (*kind).to_string(),
+                })
+                .set(*count);
+        }
     }
 
     /// Whether this replica leads (1) or stands by (0).

@@ -12,7 +12,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::buckets;
 use super::labels::{
-    CallLabels, KindLabels, MasterLabels, OrphanLabels, PhaseLabels, ReconcileErrorLabels,
+    CallLabels, KindLabels, MasterLabels, OrphanKindLabels, OrphanLabels, PhaseLabels,
+    ReconcileErrorLabels,
 };
 use super::{Metrics, PREFIX};
 
@@ -92,6 +93,12 @@ impl Metrics {
             "Orphaned instances, certificates and records found, by action taken",
             orphans.clone(),
         );
+        let orphans_left = Family::<OrphanKindLabels, Gauge>::default();
+        registry.register(
+            "orphans_left",
+            "Orphans found in the last sweep and left in place (policy Ignore, or not this installation's to remove)",
+            orphans_left.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -112,6 +119,7 @@ impl Metrics {
             launch_to_signed,
             launch_to_first_check_in,
             orphans,
+            orphans_left,
             leader,
         }
     }

@@ -126,6 +126,7 @@ fn csr_ages_lifecycle_orphans_and_leader() {
     m.count_orphans("m1", "instance", "terminate");
     m.count_orphans("m1", "instance", "terminate");
     m.count_orphans("m1", "record", "ignore");
+    m.set_orphans_left("m1", &[("instance", 0), ("record", 3)]);
     m.set_leader(true);
     let text = encoded(&m);
     assert_line(
@@ -158,6 +159,14 @@ fn csr_ages_lifecycle_orphans_and_leader() {
     assert_line(
         &text,
         r#"puppet_conductor_orphans_total{master="m1",kind="record",action="ignore"} 1"#,
+    );
+    assert_line(
+        &text,
+        r#"puppet_conductor_orphans_left{master="m1",kind="record"} 3"#,
+    );
+    assert_line(
+        &text,
+        r#"puppet_conductor_orphans_left{master="m1",kind="instance"} 0"#,
     );
     assert_line(&text, "puppet_conductor_leader 1");
     m.set_leader(false);

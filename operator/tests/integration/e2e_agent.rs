@@ -8,11 +8,11 @@
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::api::node::Phase;
 use puppet_conductor::ca::CertState;
-use puppet_conductor::cloud::{Cloud, InstanceState};
 use puppet_conductor::controller::ReconcileError;
-use puppet_conductor::records::Records;
 
-use crate::e2e_support::{E2e, REGION};
+use crate::e2e_support::{
+    assert_applied_webserver, assert_cleaned_up, assert_run_refused, E2e, REGION,
+};
 use crate::node_support::*;
 
 #[tokio::test]
@@ -25,7 +25,7 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         return;
     };
     let (svc, ca, h, moto) = (&e.svc, &e.ca, &e.h, &e.moto);
-    let (cloud, master_name, region) = (&e.moto.cloud, &e.master_name, REGION);
+    let (master_name, region) = (&e.master_name, REGION);
 
     // Launch: one pass adds the finalizer and launches; the next sees it running.
     let launched = e.launch("agent-1").await;
@@ -81,15 +81,7 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         .puppet
         .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
         .await;
-    assert_eq!(run.code, 2, "catalog applied with changes:\n{}", run.output);
-    for class in ["role::webserver", "profile::base", "profile::web"] {
-        assert!(
-            run.output
-                .contains(&format!("puppet-conductor: applied {class}")),
-            "{class} in:\n{}",
-            run.output
-        );
-    }
+    assert_applied_webserver(&run);
 
     // The ENC's check-in closes the loop: Classified and Ready.
     say("puppet agent applied its catalog (exit 2): role::webserver, profile::base, profile::web");
@@ -117,32 +109,12 @@ async fn agent_gets_signed_and_classified_then_loses_its_certificate_on_delete()
         }
     }
     assert!(!d.exists("agent-1").await, "finalizer released");
-    assert!(
-        ca.status(&certname).await.unwrap().is_none(),
-        "certificate revoked and cleaned"
-    );
-    assert!(
-        moto.records.get(&certname).await.unwrap().is_none(),
-        "record gone"
-    );
-    let instances = cloud
-        .describe_master_instances(&format!("{NS}/{master_name}"))
-        .await
-        .unwrap();
-    assert!(instances.iter().all(|i| matches!(
-        i.state,
-        InstanceState::Terminated | InstanceState::ShuttingDown
-    )));
+    assert_cleaned_up(ca.as_ref(), moto, &certname, &format!("{NS}/{master_name}")).await;
     let after = svc
         .puppet
         .run_agent(&certname, Some(&challenge), Some(&pp_instance_id), None)
         .await;
-    assert_ne!(after.code, 0, "the revoked agent's next run fails");
-    assert_ne!(
-        after.code, 2,
-        "the revoked agent's next run fails:\n{}",
-        after.output
-    );
+    assert_run_refused(&after);
     say("deleted: instance terminated, certificate revoked and cleaned, record gone, finalizer released");
     say("the revoked agent's next run fails");
 }

@@ -11,7 +11,7 @@ use puppet_conductor::controller::ReconcileError;
 use puppet_conductor::identity::ChallengeKey;
 use tokio::sync::{MutexGuard, RwLockReadGuard};
 
-use crate::common::services::Services;
+use crate::common::services::{AgentRun, Services};
 use crate::node_support::*;
 
 pub(crate) const REGION: &str = "us-east-1";
@@ -212,4 +212,60 @@ impl PuppetCa for FlakyCa {
     async fn crl(&self) -> Result<String, CaError> {
         self.current().crl().await
     }
+}
+
+/// The agent run that got `role::webserver` (the examples' class) applied it and the
+/// profiles it includes, as the test puppet code reports them.
+pub(crate) fn assert_applied_webserver(run: &AgentRun) {
+    assert_eq!(run.code, 2, "catalog applied with changes:\n{}", run.output);
+    for class in ["role::webserver", "profile::base", "profile::web"] {
+        assert!(
+            run.output
+                .contains(&format!("puppet-conductor: applied {class}")),
+            "{class} in:\n{}",
+            run.output
+        );
+    }
+}
+
+/// What a released node leaves behind: its certificate revoked and cleaned, its record
+/// gone and every instance of its master (`namespace/name`) terminated.
+pub(crate) async fn assert_cleaned_up(
+    ca: &dyn PuppetCa,
+    moto: &MotoServices,
+    certname: &str,
+    master_key: &str,
+) {
+    use puppet_conductor::cloud::{Cloud, InstanceState};
+    use puppet_conductor::records::Records;
+    assert!(
+        ca.status(certname).await.unwrap().is_none(),
+        "certificate revoked and cleaned"
+    );
+    assert!(
+        moto.records.get(certname).await.unwrap().is_none(),
+        "record gone"
+    );
+    let instances = moto
+        .cloud
+        .describe_master_instances(master_key)
+        .await
+        .unwrap();
+    assert!(
+        !instances.is_empty(),
+        "the launch is tagged with the master"
+    );
+    assert!(instances.iter().all(|i| matches!(
+        i.state,
+        InstanceState::Terminated | InstanceState::ShuttingDown
+    )));
+}
+
+/// A revoked agent's next run fails (neither 0 nor 2: no catalog).
+pub(crate) fn assert_run_refused(after: &AgentRun) {
+    assert!(
+        after.code != 0 && after.code != 2,
+        "the revoked agent's next run fails:\n{}",
+        after.output
+    );
 }

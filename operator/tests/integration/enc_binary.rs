@@ -54,13 +54,22 @@ async fn enc_prints_the_record_and_checks_in() {
     };
     moto.records.put_if_changed(&record, None).await.unwrap();
 
-    let started = Instant::now();
-    let (code, stdout, stderr) = enc(&endpoint, &bucket, "enc-node-1", &[]);
-    let took = started.elapsed();
+    // puppetserver runs the ENC twice per agent run: time a series of calls, not one.
+    let mut took = Vec::new();
+    let mut first = None;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let call = enc(&endpoint, &bucket, "enc-node-1", &[]);
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        first.get_or_insert(call);
+    }
+    let (code, stdout, stderr) = first.unwrap();
     assert_eq!(code, 0, "{stderr}");
+    took.sort_by(f64::total_cmp);
     println!(
-        "BENCH ENC call (process start, S3 GET, check-in PUT) against moto: {:.0} ms",
-        took.as_secs_f64() * 1000.0
+        "BENCH ENC call (process start, S3 GET, check-in PUT) against moto, 10 calls: median {:.0} ms, max {:.0} ms",
+        took[took.len() / 2],
+        took[took.len() - 1]
     );
     let v: serde_yaml::Value = serde_yaml::from_str(&stdout).unwrap();
     assert_eq!(v["classes"][0], serde_yaml::Value::from("role::webserver"));

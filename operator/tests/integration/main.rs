@@ -14,6 +14,8 @@ mod ca_smoke;
 mod cloud_ec2;
 mod cloud_faults;
 mod cloud_support;
+mod cluster_e2e;
+mod cluster_support;
 mod crd_drift;
 mod crd_schema;
 mod crd_schema_support;

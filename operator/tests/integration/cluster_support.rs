@@ -1,0 +1,428 @@
+//! Support of the cluster tests (cluster_e2e.rs): a real Kubernetes API named by the
+//! kubeconfig in `PC_TEST_KUBECONFIG`, the CRDs installed by server-side apply, one
+//! temporary namespace per test with its own `puppet-conductor run` process scoped to it,
+//! and the example manifests rewritten to point at moto and puppetserver on loopback.
+//!
+//! The operator binary runs on this machine, outside the cluster, so loopback services
+//! are reachable from it; the instances it launches live in moto and are played by a real
+//! puppet agent, as in the other end-to-end tests.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use puppet_conductor::api::common::SecretRef;
+use puppet_conductor::api::master::SigningMode;
+use puppet_conductor::api::{PuppetMaster, PuppetNode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::common::services::Services;
+use crate::crd_schema_support::repo_root;
+
+/// Field manager of everything the tests apply.
+const MANAGER: &str = "puppet-conductor-tests";
+
+/// The kubeconfig of the cluster under test, or `None` (cluster tests skipped).
+pub fn kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("PC_TEST_KUBECONFIG") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => {
+            eprintln!("skipped: PC_TEST_KUBECONFIG names no kubeconfig (no cluster to test on)");
+            None
+        }
+    }
+}
+
+/// A client for the cluster in `kubeconfig` (its current context).
+pub async fn client(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    Client::try_from(config).unwrap()
+}
+
+/// Polls `probe` every 500 ms until it yields a value; panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Installs (or upgrades) the CRDs of `crds/` by server-side apply, as the README tells
+/// users to, and waits until the API server has established them.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = repo_root().join("crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
+        names.push(name);
+    }
+    assert_eq!(names.len(), 2, "crds/ holds the two CRDs");
+    for name in names {
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(60),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Server-side applies `object` into its namespace.
+pub async fn apply<K>(client: &Client, ns: &str, object: &K) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} in {ns}: {e}", object.name_any()))
+}
+
+/// Where the local services listen, and how the test wants the master to sign.
+pub struct Loopback {
+    pub server: String,
+    pub port: i32,
+    pub ca_url: String,
+    pub ca_pem: Vec<u8>,
+    pub client_cert: Vec<u8>,
+    pub client_key: Vec<u8>,
+    pub moto_endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub mode: SigningMode,
+    pub poll_interval: String,
+}
+
+impl Loopback {
+    /// The services of `tests/services/up.sh`, a records bucket and a signing mode.
+    pub fn of(svc: &Services, region: &str, bucket: &str, mode: SigningMode) -> Self {
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        Self {
+            server: svc.puppet.server.clone(),
+            port: i32::from(svc.puppet.port),
+            ca_url: svc.puppet.ca_url.clone(),
+            ca_pem: svc.puppet.ca_pem(),
+            client_cert: read(&svc.puppet.client_cert),
+            client_key: read(&svc.puppet.client_key),
+            moto_endpoint: svc.moto_endpoint.clone(),
+            region: region.to_string(),
+            bucket: bucket.to_string(),
+            mode,
+            poll_interval: "1s".into(),
+        }
+    }
+}
+
+/// The minimal examples users start from, rewritten for the loopback services.
+pub struct ExampleObjects {
+    pub ca_client: Secret,
+    pub cloud_credentials: Secret,
+    pub master: PuppetMaster,
+    pub node: PuppetNode,
+}
+
+fn example<K: DeserializeOwned>(file: &str) -> K {
+    let path = repo_root().join("manifests/examples").join(file);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn bytes(data: &[u8]) -> ByteString {
+    ByteString(data.to_vec())
+}
+
+/// `manifests/examples/` as applied by the cluster tests: the minimal PuppetMaster and
+/// PuppetNode unchanged except where the services are (server, CA, moto for EC2 and S3,
+/// the default VPC instead of a made-up subnet) and how signing runs; the two Secret
+/// examples with the real CA client certificate and moto's credentials in place of
+/// their placeholders.
+pub fn example_objects(lo: &Loopback) -> ExampleObjects {
+    let mut ca_client: Secret = example("secret-ca-client.yaml");
+    ca_client.data = Some(
+        [
+            ("tls.crt".to_string(), bytes(&lo.client_cert)),
+            ("tls.key".to_string(), bytes(&lo.client_key)),
+            ("ca.crt".to_string(), bytes(&lo.ca_pem)),
+        ]
+        .into(),
+    );
+    let mut cloud_credentials: Secret = example("secret-cloud-credentials.yaml");
+    cloud_credentials.data = Some(
+        [
+            ("accessKeyId".to_string(), bytes(b"testing")),
+            ("secretAccessKey".to_string(), bytes(b"testing")),
+        ]
+        .into(),
+    );
+    let credentials = Some(SecretRef {
+        name: cloud_credentials.name_any(),
+    });
+
+    let mut master: PuppetMaster = example("puppetmaster-minimal.yaml");
+    let spec = &mut master.spec;
+    spec.server = lo.server.clone();
+    spec.port = lo.port;
+    spec.ca.url = lo.ca_url.clone();
+    spec.cloud.region = lo.region.clone();
+    spec.cloud.endpoint = Some(lo.moto_endpoint.clone());
+    spec.cloud.credentials_secret_ref = credentials.clone();
+    spec.records.bucket = lo.bucket.clone();
+    spec.records.endpoint = Some(lo.moto_endpoint.clone());
+    spec.records.region = Some(lo.region.clone());
+    spec.records.force_path_style = true;
+    spec.records.credentials_secret_ref = credentials;
+    spec.signing.mode = lo.mode;
+    spec.signing.poll_interval = lo.poll_interval.clone();
+    spec.node_defaults.subnet_id = None;
+    spec.node_defaults.security_group_ids = Vec::new();
+
+    let node: PuppetNode = example("puppetnode-minimal.yaml");
+    ExampleObjects {
+        ca_client,
+        cloud_credentials,
+        master,
+        node,
+    }
+}
+
+/// One test's namespace with its own operator process watching only it.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub ns: String,
+    /// The operator id the process runs with (tags of its instances and records).
+    pub operator_id: String,
+    /// The operator's /metrics, /healthz and /readyz address.
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl Cluster {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Reasons of the events.k8s.io events about the object `name` in the namespace.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+/// `puppet-conductor run` as a child process.
+struct OperatorProcess {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn start(kubeconfig: &Path, cluster: &Cluster, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_puppet-conductor"))
+            .arg("run")
+            .args(["--watch-namespace", &cluster.ns])
+            .args(["--operator-id", &cluster.operator_id])
+            .args(["--leader-election", "false"])
+            .args(["--http-addr", &cluster.http_addr.to_string()])
+            .args(["--log-format", "json"])
+            .args(["--master-resync", "5s"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,puppet_conductor=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod: `Err` (with the log's tail) unless the process
+    /// exits cleanly within 30 s.
+    async fn stop(mut self) -> Result<(), String> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!(
+                "the operator exited with {status} on SIGTERM; log:\n{}",
+                self.tail()
+            )),
+            _ => {
+                let _ = self.child.kill().await;
+                Err(format!(
+                    "the operator ignored SIGTERM for 30 s; log:\n{}",
+                    self.tail()
+                ))
+            }
+        }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+}
+
+/// Runs `body` in a fresh namespace with an operator watching it; afterwards deletes the
+/// namespace's PuppetNodes while the operator still runs (so it releases their
+/// finalizers), stops the operator with SIGTERM and deletes the namespace, whether
+/// `body` passed or panicked.
+pub async fn with_cluster<F, Fut>(kubeconfig: &Path, prefix: &str, body: F)
+where
+    F: FnOnce(Cluster) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let client = client(kubeconfig).await;
+    install_crds(&client).await;
+    let ns = crate::node_support::unique(prefix);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    namespace.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/created-by".to_string(),
+            MANAGER.to_string(),
+        )]
+        .into(),
+    );
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {ns}: {e}"));
+
+    let http_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cluster = Cluster {
+        client: client.clone(),
+        operator_id: ns.clone(),
+        ns: ns.clone(),
+        http_addr,
+    };
+    let log = std::env::temp_dir().join(format!("{ns}-operator.log"));
+    let operator = OperatorProcess::start(kubeconfig, &cluster, log);
+    let outcome = tokio::spawn(body(cluster.clone())).await;
+    if outcome.is_err() {
+        eprintln!(
+            "operator log ({}):\n{}",
+            operator.log.display(),
+            operator.tail()
+        );
+    }
+
+    // Cleanup: the operator releases the nodes it can; whatever it could not is let go
+    // so the namespace does not hang in Terminating.
+    let nodes: Api<PuppetNode> = cluster.api();
+    let _ = nodes
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    let gone = tokio::time::timeout(Duration::from_secs(60), async {
+        while !nodes
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let stopped = operator.stop().await;
+    if gone.is_err() {
+        for n in nodes
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let strip = serde_json::json!({ "metadata": { "finalizers": null } });
+            let _ = nodes
+                .patch(
+                    &n.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&strip),
+                )
+                .await;
+        }
+    }
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    if let Err(problem) = stopped {
+        panic!("{problem}");
+    }
+    assert!(
+        gone.is_ok(),
+        "PuppetNodes in {ns} kept their finalizers for 60 s after deletion"
+    );
+}
