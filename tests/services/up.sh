@@ -120,6 +120,7 @@ set -uo pipefail
 state=$PC_STATE_DIR
 certname="\${1:-}"
 rc=0
+t0=\$(date +%s%N)
 if [[ -f "\$state/enc.env" ]]; then
     set -a
     # shellcheck disable=SC1091
@@ -132,7 +133,8 @@ if [[ -z "\${PUPPET_CONDUCTOR_BIN:-}" ]]; then
 else
     "\$PUPPET_CONDUCTOR_BIN" enc "\$certname" || rc=\$?
 fi
-printf '%s certname=%s exit=%s\n' "\$(date -u +%FT%TZ)" "\$certname" "\$rc" >>"\$state/enc.log"
+printf '%s certname=%s exit=%s ms=%s\n' "\$(date -u +%FT%TZ)" "\$certname" "\$rc" \
+    "\$(( (\$(date +%s%N) - t0) / 1000000 ))" >>"\$state/enc.log"
 exit "\$rc"
 EOF
     # No line of this script may be a glob matching a certname: should it ever
@@ -146,6 +148,7 @@ set -uo pipefail
 state=$PC_STATE_DIR
 certname="\${1:-}"
 mode=off
+t0=\$(date +%s%N)
 if [[ -f "\$state/autosign.mode" ]]; then
     mode="\$(tr -d '[:space:]' <"\$state/autosign.mode")"
 fi
@@ -168,7 +171,8 @@ else
     # Read the CSR anyway so puppetserver never writes into a closed pipe.
     cat >/dev/null
 fi
-printf '%s certname=%s mode=%s exit=%s\n' "\$(date -u +%FT%TZ)" "\$certname" "\$mode" "\$rc" >>"\$state/autosign.log"
+printf '%s certname=%s mode=%s exit=%s ms=%s\n' "\$(date -u +%FT%TZ)" "\$certname" "\$mode" "\$rc" \
+    "\$(( (\$(date +%s%N) - t0) / 1000000 ))" >>"\$state/autosign.log"
 exit "\$rc"
 EOF
     chmod 755 "$PC_PS_DIR/enc-wrapper.sh" "$PC_PS_DIR/autosign-wrapper.sh"

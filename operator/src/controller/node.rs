@@ -20,7 +20,7 @@ use super::signing::{parse_duration, sign_if_verified, SigningOutcome};
 use super::snapshot::{ca_has, Snapshot};
 use super::{Context, FIELD_MANAGER, NODE_FINALIZER};
 use crate::api::conditions as cond;
-use crate::api::master::PuppetMaster;
+use crate::api::master::{PuppetMaster, SigningMode};
 use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
 use crate::ca::CertState;
 use crate::cloud::InstanceState;
@@ -86,7 +86,11 @@ async fn reconcile_inner(
     // credentials, wrong endpoint) holds nothing to clean up and must stay deletable.
     let snapshot = ctx
         .snapshots
-        .get(&id.master_key, &services, ctx.settings.snapshot_max_age)
+        .get(
+            &id.master_key,
+            &services,
+            snapshot_age_limit(&master, ctx.settings.snapshot_max_age),
+        )
         .await?;
 
     let node = if deleting || has_finalizer {
@@ -111,6 +115,17 @@ async fn reconcile_inner(
 /// Adds the finalizer, guarded by the resourceVersion so a concurrent change is not lost.
 /// (kube's helper would add it too, but its `test: null` on an absent list is not portable
 /// across API implementations; removal and dispatch stay with the helper.)
+/// How old the master's shared snapshot may be for this pass. In `Operator` mode its CA
+/// listing is what signing polls, so it is never older than `signing.pollInterval`: a CSR
+/// is then seen within one interval, with still one listing per master per interval.
+fn snapshot_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
+    match master.spec.signing.mode {
+        SigningMode::Operator => parse_duration(&master.spec.signing.poll_interval)
+            .map_or(max_age, |poll| poll.min(max_age)),
+        SigningMode::Policy => max_age,
+    }
+}
+
 async fn add_finalizer(
     nodes: &Api<PuppetNode>,
     node: &PuppetNode,
@@ -600,6 +615,33 @@ mod tests {
         );
         n.metadata.namespace = Some("ns".into());
         Arc::new(n)
+    }
+
+    #[test]
+    fn in_operator_mode_the_snapshot_is_never_older_than_the_poll_interval() {
+        use crate::api::master::{PuppetMasterSpec, SigningMode};
+        let spec: PuppetMasterSpec = serde_json::from_value(serde_json::json!({
+            "server": "puppet", "ca": {"url": "https://ca", "clientSecretRef": {"name": "c"}},
+            "cloud": {"region": "r"}, "records": {"bucket": "b"},
+            "signing": {"mode": "Operator", "pollInterval": "2s"}
+        }))
+        .unwrap();
+        let mut master = PuppetMaster::new("pm", spec);
+        let ten = Duration::from_secs(10);
+        assert_eq!(snapshot_age_limit(&master, ten), Duration::from_secs(2));
+        master.spec.signing.poll_interval = "1m".into();
+        assert_eq!(
+            snapshot_age_limit(&master, ten),
+            ten,
+            "never longer than the limit"
+        );
+        master.spec.signing.mode = SigningMode::Policy;
+        master.spec.signing.poll_interval = "2s".into();
+        assert_eq!(
+            snapshot_age_limit(&master, ten),
+            ten,
+            "Policy mode does not poll"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::ca::CertState;
 
-use crate::e2e_support::{autosign_mode, E2e, REGION};
+use crate::e2e_support::{autosign_mode, wrapper_call_ms, E2e, REGION};
 use crate::node_support::*;
 
 #[tokio::test]
@@ -64,6 +64,29 @@ async fn policy_mode_autosign_signs_at_submission_and_refuses_a_wrong_challenge(
     println!(
         "BENCH Policy mode: agent run from CSR submission to applied catalog: {:.1} s",
         took.as_secs_f64()
+    );
+    // The test puppetserver's wrappers log how long each call took.
+    let state = &e.svc.puppet.state_dir;
+    let autosign = wrapper_call_ms(state, "autosign.log", &one.certname);
+    let enc = wrapper_call_ms(state, "enc.log", &one.certname);
+    assert_eq!(
+        autosign.len(),
+        1,
+        "one autosign decision for {}",
+        one.certname
+    );
+    assert!(!enc.is_empty(), "the ENC classified {}", one.certname);
+    println!(
+        "BENCH Policy mode: `puppet-conductor autosign` as puppetserver ran it (CSR check, S3 GET): {} ms",
+        autosign[0]
+    );
+    println!(
+        "BENCH ENC calls as puppetserver ran them in that agent run: {} calls, {} ms",
+        enc.len(),
+        enc.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ms, ")
     );
     assert_eq!(bad.code, 1, "{}", bad.output);
     assert_eq!(

@@ -269,3 +269,14 @@ pub(crate) fn assert_run_refused(after: &AgentRun) {
         after.output
     );
 }
+
+/// Durations (ms) of the calls for `certname` that the test puppetserver's ENC or
+/// autosign wrapper logged in `log` (`enc.log`, `autosign.log` under the state dir).
+pub(crate) fn wrapper_call_ms(state_dir: &std::path::Path, log: &str, certname: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(state_dir.join(log)).unwrap_or_default();
+    let needle = format!("certname={certname} ");
+    text.lines()
+        .filter(|line| line.contains(&needle))
+        .filter_map(|line| line.rsplit_once(" ms=").and_then(|(_, ms)| ms.parse().ok()))
+        .collect()
+}
