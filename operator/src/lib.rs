@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod records;
 pub mod runner;
 pub mod telemetry;
+pub mod tls;
 pub mod userdata;

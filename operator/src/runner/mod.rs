@@ -47,9 +47,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// Waiting for the CRDs failed.
-    #[error("waiting for CRD {0} to be established")]
-    Crd(String, #[source] Box<kube::runtime::wait::Error>),
     /// Leadership was lost (the process exits and restarts as a standby).
     #[error("leader election")]
     Leader(#[from] LeaderError),
@@ -83,6 +80,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Runs the operator against the cluster in the default kubeconfig or in-cluster config.
 pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    crate::tls::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .map_err(|e| RunError::Client(Box::new(e)))?;
@@ -130,7 +128,7 @@ async fn lead_and_run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     tokio::select! {
-        r = wait_for_crds(&client) => r?,
+        () = wait_for_crds(&client) => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
     health.set_ready(true);
@@ -186,16 +184,23 @@ async fn lead_and_run(
     outcome.map_err(RunError::from)
 }
 
+/// Longest pause between attempts to read the CRDs while the API server is unreachable.
+const CRD_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Waits until both CRDs are established (the controllers' watches fail without them).
-async fn wait_for_crds(client: &kube::Client) -> Result<(), RunError> {
+/// An unreachable or failing API server is retried with capped backoff while /healthz
+/// keeps answering, so a blip at start-up does not crash-loop the pod.
+async fn wait_for_crds(client: &kube::Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut delay = std::time::Duration::from_secs(1);
     for name in [PuppetMaster::crd_name(), PuppetNode::crd_name()] {
         tracing::info!(crd = name, "waiting for CRD to be established");
-        await_condition(api.clone(), name, is_crd_established())
-            .await
-            .map_err(|e| RunError::Crd(name.to_string(), Box::new(e)))?;
+        while let Err(error) = await_condition(api.clone(), name, is_crd_established()).await {
+            tracing::warn!(crd = name, %error, retry_in = ?delay, "cannot read the CRD; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(CRD_RETRY_CAP);
+        }
     }
-    Ok(())
 }
 
 fn watch_config(scope: &Scope) -> watcher::Config {

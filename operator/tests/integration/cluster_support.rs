@@ -43,6 +43,7 @@ pub fn kubeconfig() -> Option<PathBuf> {
 
 /// A client for the cluster in `kubeconfig` (its current context).
 pub async fn client(kubeconfig: &Path) -> Client {
+    puppet_conductor::tls::install_crypto_provider();
     let kc = Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -271,24 +272,20 @@ impl Cluster {
     }
 }
 
-/// `puppet-conductor run` as a child process.
-struct OperatorProcess {
+/// `puppet-conductor run` as a child process, its output in a log file.
+pub struct OperatorProcess {
     child: tokio::process::Child,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl OperatorProcess {
-    fn start(kubeconfig: &Path, cluster: &Cluster, log: PathBuf) -> Self {
+    /// `puppet-conductor run <args>` against the cluster of `kubeconfig`.
+    pub fn start(kubeconfig: &Path, args: &[String], log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_puppet-conductor"))
             .arg("run")
-            .args(["--watch-namespace", &cluster.ns])
-            .args(["--operator-id", &cluster.operator_id])
-            .args(["--leader-election", "false"])
-            .args(["--http-addr", &cluster.http_addr.to_string()])
-            .args(["--log-format", "json"])
-            .args(["--master-resync", "5s"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,puppet_conductor=debug")
             .stdin(Stdio::null())
@@ -302,7 +299,7 @@ impl OperatorProcess {
 
     /// SIGTERM, as Kubernetes stops a pod: `Err` (with the log's tail) unless the process
     /// exits cleanly within 30 s.
-    async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), String> {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -324,7 +321,8 @@ impl OperatorProcess {
         }
     }
 
-    fn tail(&self) -> String {
+    /// The last 80 lines of its log.
+    pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
@@ -369,7 +367,24 @@ where
         http_addr,
     };
     let log = std::env::temp_dir().join(format!("{ns}-operator.log"));
-    let operator = OperatorProcess::start(kubeconfig, &cluster, log);
+    let args: Vec<String> = [
+        "--watch-namespace",
+        &ns,
+        "--operator-id",
+        &cluster.operator_id,
+        "--leader-election",
+        "false",
+        "--http-addr",
+        &http_addr.to_string(),
+        "--log-format",
+        "json",
+        "--master-resync",
+        "5s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let operator = OperatorProcess::start(kubeconfig, &args, log);
     let outcome = tokio::spawn(body(cluster.clone())).await;
     if outcome.is_err() {
         eprintln!(

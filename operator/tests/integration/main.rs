@@ -36,6 +36,7 @@ mod orphans;
 mod records_probe;
 mod records_s3;
 mod records_support;
+mod run_binary;
 mod run_http;
 mod run_wiring;
 mod userdata_cloud_init;
