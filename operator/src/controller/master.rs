@@ -1,5 +1,5 @@
-//! The PuppetMaster reconciler: validate → probe CA, cloud and bucket → count nodes →
-//! report unknown CSRs and sweep orphans → status.
+//! The PuppetMaster reconciler: finalizer → validate → probe CA, cloud and bucket → count
+//! nodes → report unknown CSRs and sweep orphans → status. Deletion: master_deletion.rs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{chain, ReconcileError};
+use super::finalizers::add_finalizer;
+use super::master_deletion::finish_deletion;
 use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::orphan_sweep::sweep;
 use super::orphans::{find_orphans, OrphanKind, Owners};
 use super::services::MasterServices;
 use super::signing::parse_duration;
-use super::{Context, FIELD_MANAGER};
+use super::{Context, FIELD_MANAGER, MASTER_FINALIZER};
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
 use crate::api::node::{Phase, PuppetNode};
 use crate::ca::{pem_fingerprint, CertState, CertificateInfo};
@@ -48,6 +50,15 @@ pub async fn reconcile(
     let ns = master
         .namespace()
         .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    if master.meta().deletion_timestamp.is_some() {
+        return finish_deletion(&master, &ctx, &ns).await;
+    }
+    let master = if master.finalizers().iter().any(|f| f == MASTER_FINALIZER) {
+        master
+    } else {
+        let api: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), &ns);
+        Arc::new(add_finalizer(&api, &master, MASTER_FINALIZER).await?)
+    };
     let key = format!("{ns}/{}", master.name_any());
     let now = Utc::now();
     let old = master.status.clone().unwrap_or_default();
@@ -360,7 +371,7 @@ async fn warn_unknown_csrs(
     }
 }
 
-async fn publish_flips(
+pub(super) async fn publish_flips(
     master: &PuppetMaster,
     ctx: &Context,
     old: &PuppetMasterStatus,
@@ -380,7 +391,7 @@ async fn publish_flips(
     }
 }
 
-async fn write_status(
+pub(super) async fn write_status(
     ctx: &Context,
     master: &PuppetMaster,
     namespace: &str,

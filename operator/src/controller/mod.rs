@@ -7,7 +7,9 @@ pub mod backoff;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod finalizers;
 pub mod master;
+pub mod master_deletion;
 pub mod master_status;
 pub mod node;
 pub mod node_actions;
@@ -24,5 +26,8 @@ pub use error::ReconcileError;
 
 /// Finalizer guarding cleanup of instance, certificate and record.
 pub const NODE_FINALIZER: &str = "puppet-conductor.dev/cleanup";
+/// Finalizer holding a PuppetMaster while PuppetNodes still name it: their cleanup needs
+/// its CA, cloud and records.
+pub const MASTER_FINALIZER: &str = "puppet-conductor.dev/nodes";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "puppet-conductor";

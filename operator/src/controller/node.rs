@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{chain, ReconcileError};
+use super::finalizers::add_finalizer;
 use super::node_actions::{Acting, NodeIdentity};
 use super::node_status::{is_true, set_condition, time};
 use super::plan::{plan, Observed, Plan};
@@ -96,7 +97,7 @@ async fn reconcile_inner(
     let node = if deleting || has_finalizer {
         node
     } else {
-        Arc::new(add_finalizer(&nodes, &node).await?)
+        Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)
     };
     finalizer(&nodes, NODE_FINALIZER, node, |event| async {
         match event {
@@ -112,9 +113,6 @@ async fn reconcile_inner(
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
-/// Adds the finalizer, guarded by the resourceVersion so a concurrent change is not lost.
-/// (kube's helper would add it too, but its `test: null` on an absent list is not portable
-/// across API implementations; removal and dispatch stay with the helper.)
 /// How old the master's shared snapshot may be for this pass. In `Operator` mode its CA
 /// listing is what signing polls, so it is never older than `signing.pollInterval`: a CSR
 /// is then seen within one interval, with still one listing per master per interval.
@@ -124,36 +122,6 @@ fn snapshot_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
             .map_or(max_age, |poll| poll.min(max_age)),
         SigningMode::Policy => max_age,
     }
-}
-
-async fn add_finalizer(
-    nodes: &Api<PuppetNode>,
-    node: &PuppetNode,
-) -> Result<PuppetNode, ReconcileError> {
-    let rv = node
-        .resource_version()
-        .ok_or(ReconcileError::MissingMetadata("resourceVersion"))?;
-    let add = if node.meta().finalizers.is_some() {
-        json!({"op": "add", "path": "/metadata/finalizers/-", "value": NODE_FINALIZER})
-    } else {
-        json!({"op": "add", "path": "/metadata/finalizers", "value": [NODE_FINALIZER]})
-    };
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        add,
-    ]))
-    .map_err(|e| ReconcileError::InvalidSpec(format!("finalizer patch: {e}")))?;
-    nodes
-        .patch(
-            &node.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Json::<()>(patch),
-        )
-        .await
-        .map_err(ReconcileError::Kube)
 }
 
 /// What the planner needs, from the snapshot, status and (only on the launch path) the record.

@@ -212,6 +212,16 @@ async fn signed_classified_and_revoked(prefix: &'static str, mode: SigningMode) 
         let master_key = format!("{}/{}", c.ns, master.name_any());
         assert_cleaned_up(&ca, &moto, &certname, &master_key).await;
         assert_run_refused(&agent().await);
+
+        // The master, now without nodes, is released at once.
+        masters
+            .delete(&master.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the master released", Duration::from_secs(30), || async {
+            matches!(masters.get_opt(&master.name_any()).await, Ok(None)).then_some(())
+        })
+        .await;
     })
     .await;
     drop((puppetserver, moto_load));

@@ -329,10 +329,55 @@ impl OperatorProcess {
     }
 }
 
+/// Deletes every object of `api`'s kind in its namespace; true when all are gone
+/// (finalizers released) within `within`.
+async fn delete_all_and_wait<K>(api: &Api<K>, within: Duration) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    tokio::time::timeout(within, async {
+        while !api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Drops every finalizer of `api`'s objects (only after the operator had its chance).
+async fn strip_finalizers<K>(api: &Api<K>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let strip = serde_json::json!({ "metadata": { "finalizers": null } });
+    for obj in api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let _ = api
+            .patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&strip),
+            )
+            .await;
+    }
+}
+
 /// Runs `body` in a fresh namespace with an operator watching it; afterwards deletes the
-/// namespace's PuppetNodes while the operator still runs (so it releases their
-/// finalizers), stops the operator with SIGTERM and deletes the namespace, whether
-/// `body` passed or panicked.
+/// namespace's PuppetNodes and PuppetMasters while the operator still runs (so it
+/// releases their finalizers), stops the operator with SIGTERM and deletes the
+/// namespace, whether `body` passed or panicked.
 pub async fn with_cluster<F, Fut>(kubeconfig: &Path, prefix: &str, body: F)
 where
     F: FnOnce(Cluster) -> Fut,
@@ -394,40 +439,17 @@ where
         );
     }
 
-    // Cleanup: the operator releases the nodes it can; whatever it could not is let go
-    // so the namespace does not hang in Terminating.
+    // Cleanup: nodes first, then masters (a master waits for its nodes), while the
+    // operator still runs and releases their finalizers; whatever it could not release
+    // is let go so the namespace does not hang in Terminating.
     let nodes: Api<PuppetNode> = cluster.api();
-    let _ = nodes
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
-    let gone = tokio::time::timeout(Duration::from_secs(60), async {
-        while !nodes
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items.is_empty())
-            .unwrap_or(true)
-        {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
+    let masters: Api<PuppetMaster> = cluster.api();
+    let nodes_gone = delete_all_and_wait(&nodes, Duration::from_secs(60)).await;
+    let masters_gone = delete_all_and_wait(&masters, Duration::from_secs(30)).await;
     let stopped = operator.stop().await;
-    if gone.is_err() {
-        for n in nodes
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-        {
-            let strip = serde_json::json!({ "metadata": { "finalizers": null } });
-            let _ = nodes
-                .patch(
-                    &n.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&strip),
-                )
-                .await;
-        }
+    if !nodes_gone || !masters_gone {
+        strip_finalizers(&nodes).await;
+        strip_finalizers(&masters).await;
     }
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     if let Err(e) = outcome {
@@ -437,7 +459,7 @@ where
         panic!("{problem}");
     }
     assert!(
-        gone.is_ok(),
-        "PuppetNodes in {ns} kept their finalizers for 60 s after deletion"
+        nodes_gone && masters_gone,
+        "PuppetNodes or PuppetMasters in {ns} kept their finalizers after deletion"
     );
 }

@@ -29,6 +29,7 @@ mod http_endpoints;
 mod iam_policy;
 mod leader_election;
 mod manifests;
+mod master_deletion;
 mod master_reconcile;
 mod node_lifecycle;
 mod node_support;

@@ -1,0 +1,111 @@
+//! Deleting a PuppetMaster: its finalizer holds it until no PuppetNode names it, because
+//! each node's cleanup (terminate, revoke, delete the record) goes through the master's
+//! CA, cloud and records. `kubectl delete -k` or a GitOps prune that removes a master
+//! and its nodes together then still cleans every node up.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+
+use super::error::ReconcileError;
+use super::finalizers::remove_finalizer;
+use super::master::{live_nodes, publish_flips, write_status};
+use super::node_status::set_condition_status;
+use super::{Context, MASTER_FINALIZER};
+use crate::api::conditions as cond;
+use crate::api::master::{PuppetMaster, PuppetMasterStatus};
+
+/// Reason of `Ready=False` while the master waits for its nodes to go.
+pub const DELETING: &str = "Deleting";
+
+/// How often a master being deleted looks again for its nodes (nothing watches them for it).
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// How many nodes still name the master, from its phase counts.
+pub fn referencing_nodes(phases: &std::collections::BTreeMap<String, i32>) -> i32 {
+    phases.values().sum()
+}
+
+/// One pass over a master with a deletion timestamp: release it when no PuppetNode names
+/// it any more, otherwise say what it waits for and look again shortly.
+pub async fn finish_deletion(
+    master: &PuppetMaster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Requeue, ReconcileError> {
+    let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), namespace);
+    if !master.finalizers().iter().any(|f| f == MASTER_FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    let live = live_nodes(ctx, namespace, &master.name_any()).await?;
+    let waiting = referencing_nodes(&live.phases);
+    if waiting == 0 {
+        remove_finalizer(&masters, master, MASTER_FINALIZER).await?;
+        ctx.events
+            .publish(
+                &master.object_ref(&()),
+                false,
+                "Released",
+                "Delete",
+                "no PuppetNode names this master any more; released".to_string(),
+            )
+            .await;
+        return Ok(Requeue::await_change());
+    }
+
+    let old = master.status.clone().unwrap_or_default();
+    let mut conditions = old.conditions.clone();
+    set_condition_status(
+        &mut conditions,
+        cond::READY,
+        "False",
+        DELETING,
+        format!(
+            "being deleted: waiting for {waiting} PuppetNode(s) naming this master to finish their cleanup"
+        ),
+        master.meta().generation,
+        Utc::now(),
+    );
+    let status = PuppetMasterStatus {
+        conditions,
+        nodes: live.phases,
+        ..old.clone()
+    };
+    publish_flips(master, ctx, &old, &status).await;
+    let newly_waiting = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == cond::READY)
+        .is_none_or(|c| c.reason != DELETING);
+    if newly_waiting {
+        ctx.events
+            .publish(
+                &master.object_ref(&()),
+                false,
+                "WaitingForNodes",
+                "Delete",
+                format!("deletion waits for {waiting} PuppetNode(s) naming this master"),
+            )
+            .await;
+    }
+    write_status(ctx, master, namespace, &status).await?;
+    Ok(Requeue::requeue(RECHECK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_counts_as_a_referencing_node() {
+        let phases = [("Ready", 2), ("Terminating", 1), ("Pending", 0)]
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect();
+        assert_eq!(referencing_nodes(&phases), 3);
+        assert_eq!(referencing_nodes(&Default::default()), 0);
+    }
+}
