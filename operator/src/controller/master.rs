@@ -171,7 +171,12 @@ async fn sweep_orphans(
 ) -> Result<(), ReconcileError> {
     let snapshot = ctx
         .snapshots
-        .get(key, services, ctx.settings.snapshot_max_age)
+        .get(
+            key,
+            services,
+            ctx.settings.snapshot_max_age,
+            ctx.settings.snapshot_max_age,
+        )
         .await?;
     let now = Utc::now();
     let first_seen = ctx.orphans.observe_csrs(key, &snapshot, now);

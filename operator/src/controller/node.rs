@@ -90,7 +90,8 @@ async fn reconcile_inner(
         .get(
             &id.master_key,
             &services,
-            snapshot_age_limit(&master, ctx.settings.snapshot_max_age),
+            ctx.settings.snapshot_max_age,
+            ca_listing_age_limit(&master, ctx.settings.snapshot_max_age),
         )
         .await?;
 
@@ -113,10 +114,11 @@ async fn reconcile_inner(
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
-/// How old the master's shared snapshot may be for this pass. In `Operator` mode its CA
-/// listing is what signing polls, so it is never older than `signing.pollInterval`: a CSR
-/// is then seen within one interval, with still one listing per master per interval.
-fn snapshot_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
+/// How old the CA listing of the master's shared snapshot may be for this pass. In
+/// `Operator` mode it is what signing polls, so it is never older than
+/// `signing.pollInterval`: one listing per master per interval, while instances and
+/// records are still observed once per snapshot age.
+fn ca_listing_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
     match master.spec.signing.mode {
         SigningMode::Operator => parse_duration(&master.spec.signing.poll_interval)
             .map_or(max_age, |poll| poll.min(max_age)),
@@ -586,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn in_operator_mode_the_snapshot_is_never_older_than_the_poll_interval() {
+    fn in_operator_mode_the_ca_listing_is_never_older_than_the_poll_interval() {
         use crate::api::master::{PuppetMasterSpec, SigningMode};
         let spec: PuppetMasterSpec = serde_json::from_value(serde_json::json!({
             "server": "puppet", "ca": {"url": "https://ca", "clientSecretRef": {"name": "c"}},
@@ -596,17 +598,17 @@ mod tests {
         .unwrap();
         let mut master = PuppetMaster::new("pm", spec);
         let ten = Duration::from_secs(10);
-        assert_eq!(snapshot_age_limit(&master, ten), Duration::from_secs(2));
+        assert_eq!(ca_listing_age_limit(&master, ten), Duration::from_secs(2));
         master.spec.signing.poll_interval = "1m".into();
         assert_eq!(
-            snapshot_age_limit(&master, ten),
+            ca_listing_age_limit(&master, ten),
             ten,
             "never longer than the limit"
         );
         master.spec.signing.mode = SigningMode::Policy;
         master.spec.signing.poll_interval = "2s".into();
         assert_eq!(
-            snapshot_age_limit(&master, ten),
+            ca_listing_age_limit(&master, ten),
             ten,
             "Policy mode does not poll"
         );

@@ -3,7 +3,8 @@
 //!
 //! A snapshot is reused until it is older than the resync age; the operator's own
 //! launches, terminations and writes are folded into it, so 1,000 nodes reconciled in
-//! a row cost one describe, not 1,000.
+//! a row cost one describe, not 1,000. Its CA listing alone may be refreshed more often
+//! (Operator-mode signing polls the CA at `signing.pollInterval`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub certificates: Option<HashMap<String, CertificateInfo>>,
     /// When it was taken.
     pub taken: Instant,
+    /// When its CA listing was taken (at or after `taken`).
+    pub ca_taken: Instant,
 }
 
 impl Snapshot {
@@ -38,6 +41,22 @@ impl Snapshot {
             .filter(|i| i.tags.get(tags::NODE_UID).map(String::as_str) == Some(node_uid))
             .cloned()
             .collect()
+    }
+}
+
+/// The CA's certificates and CSRs by certname. The listing only refines status and
+/// revocation; an unreachable CA must not stop launches or deletion of instances, so it
+/// is optional (`None`).
+async fn list_ca(
+    master_key: &str,
+    services: &MasterServices,
+) -> Option<HashMap<String, CertificateInfo>> {
+    match services.ca.list(None).await {
+        Ok(list) => Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        Err(error) => {
+            tracing::warn!(master = master_key, %error, "CA listing failed; continuing without it");
+            None
+        }
     }
 }
 
@@ -61,37 +80,41 @@ impl SnapshotCache {
         }
     }
 
-    /// The master's snapshot, taken anew when missing or older than `max_age`. Concurrent
-    /// callers for one master wait for a single observation (single flight).
+    /// The master's snapshot, taken anew when missing or older than `max_age`, with its
+    /// CA listing alone taken anew when older than `ca_max_age`. Concurrent callers for
+    /// one master wait for a single observation (single flight).
     pub async fn get(
         &self,
         master_key: &str,
         services: &MasterServices,
         max_age: Duration,
+        ca_max_age: Duration,
     ) -> Result<Arc<Snapshot>, ReconcileError> {
         let slot = self.slot(master_key);
         let mut slot = slot.lock().await;
         if let Some(s) = &slot.snapshot {
             if s.taken.elapsed() < max_age {
-                return Ok(s.clone());
+                if s.ca_taken.elapsed() < ca_max_age {
+                    return Ok(s.clone());
+                }
+                let mut next = (**s).clone();
+                next.certificates = list_ca(master_key, services).await;
+                next.ca_taken = Instant::now();
+                let next = Arc::new(next);
+                slot.snapshot = Some(next.clone());
+                return Ok(next);
             }
         }
         let instances = services.cloud.describe_master_instances(master_key).await?;
         let records = services.records.list().await?;
-        // The CA listing only refines status and revocation; an unreachable CA must not
-        // stop launches or deletion of instances, so it is optional here.
-        let certificates = match services.ca.list(None).await {
-            Ok(list) => Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
-            Err(error) => {
-                tracing::warn!(master = master_key, %error, "CA listing failed; continuing without it");
-                None
-            }
-        };
+        let certificates = list_ca(master_key, services).await;
+        let now = Instant::now();
         let snapshot = Arc::new(Snapshot {
             instances,
             records,
             certificates,
-            taken: Instant::now(),
+            taken: now,
+            ca_taken: now,
         });
         slot.snapshot = Some(snapshot.clone());
         Ok(snapshot)

@@ -40,4 +40,5 @@ mod records_support;
 mod run_binary;
 mod run_http;
 mod run_wiring;
+mod snapshot_sharing;
 mod userdata_cloud_init;

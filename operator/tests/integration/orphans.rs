@@ -206,6 +206,7 @@ impl World {
                     .collect(),
             ),
             taken: Instant::now(),
+            ca_taken: Instant::now(),
         }
     }
 

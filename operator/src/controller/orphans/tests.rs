@@ -84,6 +84,7 @@ fn snap(
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),
         taken: Instant::now(),
+        ca_taken: Instant::now(),
     }
 }
 

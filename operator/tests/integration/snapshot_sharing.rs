@@ -1,0 +1,75 @@
+//! The shared per-master snapshot against moto and the real CA: reused while fresh, its
+//! CA listing refreshed alone when only that is stale (Operator-mode polling), the whole
+//! observation taken again once the snapshot itself is old. Calls are counted by the
+//! same metered decorators the operator runs with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use puppet_conductor::controller::services::MasterServices;
+use puppet_conductor::controller::snapshot::SnapshotCache;
+use puppet_conductor::identity::ChallengeKey;
+use puppet_conductor::metrics::{instrument, Metrics};
+
+use crate::common::services::Services;
+use crate::node_support::*;
+
+fn calls(metrics: &Metrics, service: &str, operation: &str) -> u64 {
+    let prefix = format!(
+        r#"puppet_conductor_external_calls_total{{service="{service}",operation="{operation}",outcome="ok"}} "#
+    );
+    metrics
+        .encode()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|n| n.parse().unwrap()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("snap")).await;
+    let metrics = Arc::new(Metrics::new());
+    let services = instrument(
+        MasterServices {
+            cloud: moto.cloud.clone(),
+            records: moto.records.clone(),
+            ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
+            ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
+            challenge_key: ChallengeKey::generate(),
+        },
+        &metrics,
+    );
+    let cache = SnapshotCache::default();
+    let key = format!("{NS}/{}", unique("pm"));
+    let (long, stale) = (Duration::from_secs(600), Duration::ZERO);
+    let count = || {
+        (
+            calls(&metrics, "ec2", "describe_master_instances"),
+            calls(&metrics, "s3", "list"),
+            calls(&metrics, "puppet_ca", "list"),
+        )
+    };
+
+    let first = cache.get(&key, &services, long, long).await.unwrap();
+    let again = cache.get(&key, &services, long, long).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "fresh: shared as it is");
+    assert_eq!(count(), (1, 1, 1));
+
+    let polled = cache.get(&key, &services, long, stale).await.unwrap();
+    assert_eq!(count(), (1, 1, 2), "only the CA was listed again");
+    assert_eq!(polled.taken, first.taken);
+    assert!(polled.ca_taken > first.ca_taken);
+    assert!(polled.certificates.is_some());
+
+    cache.get(&key, &services, stale, long).await.unwrap();
+    assert_eq!(
+        count(),
+        (2, 2, 3),
+        "an old snapshot is observed again entirely"
+    );
+}
