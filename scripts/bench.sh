@@ -46,7 +46,7 @@ timings=$(grep -o 'BENCH .*' "$log" | sed 's/^BENCH /- /')
   echo
   echo "In Operator mode a waiting node is reconciled every \`signing.pollInterval\`"
   echo "(default 10s) against a CA listing shared by the master's nodes and never older than"
-  echo "that interval, so a CSR waits one to two intervals plus the figure above; the test"
+  echo "that interval, so a CSR waits at most about two intervals plus the figure above; the test"
   echo "reconciles right after the agent submits. In Policy mode puppetserver runs"
   echo "\`puppet-conductor autosign\` at submission, so the agent is signed and gets its"
   echo "catalog in the same run (the first Policy figure is that whole agent run; the"
