@@ -129,45 +129,22 @@ fn csr_ages_lifecycle_orphans_and_leader() {
     m.set_orphans_left("m1", &[("instance", 0), ("record", 3)]);
     m.set_leader(true);
     let text = encoded(&m);
-    assert_line(
-        &text,
+    for line in [
         r#"puppet_conductor_pending_csr_oldest_age_seconds{master="m1"} 42.5"#,
-    );
-    assert_line(&text, "puppet_conductor_pending_csr_age_seconds_count 2");
-    assert_line(&text, "puppet_conductor_pending_csr_age_seconds_sum 403.0");
-    assert_line(
-        &text,
+        "puppet_conductor_pending_csr_age_seconds_count 2",
+        "puppet_conductor_pending_csr_age_seconds_sum 403.0",
         r#"puppet_conductor_launch_to_signed_seconds_bucket{le="60.0"} 0"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_launch_to_signed_seconds_bucket{le="90.0"} 1"#,
-    );
-    // Beyond the last bucket (30 min) only +Inf counts it.
-    assert_line(
-        &text,
+        // Beyond the last bucket (30 min) only +Inf counts it.
         r#"puppet_conductor_launch_to_first_check_in_seconds_bucket{le="1800.0"} 0"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_launch_to_first_check_in_seconds_bucket{le="+Inf"} 1"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_orphans_total{master="m1",kind="instance",action="terminate"} 2"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_orphans_total{master="m1",kind="record",action="ignore"} 1"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_orphans_left{master="m1",kind="record"} 3"#,
-    );
-    assert_line(
-        &text,
         r#"puppet_conductor_orphans_left{master="m1",kind="instance"} 0"#,
-    );
+    ] {
+        assert_line(&text, line);
+    }
     assert_line(&text, "puppet_conductor_leader 1");
     m.set_leader(false);
     assert_line(&encoded(&m), "puppet_conductor_leader 0");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::api::node::Phase;
@@ -201,27 +201,13 @@ async fn signed_classified_and_revoked(prefix: &'static str, mode: SigningMode) 
         }
 
         // kubectl delete: terminate, revoke, remove the record, release.
-        nodes
-            .delete(&node.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("the finalizer released", Duration::from_secs(120), || async {
-            matches!(nodes.get_opt(&node.name_any()).await, Ok(None)).then_some(())
-        })
-        .await;
+        delete_and_await_release(&nodes, &node.name_any(), Duration::from_secs(120)).await;
         let master_key = format!("{}/{}", c.ns, master.name_any());
         assert_cleaned_up(&ca, &moto, &certname, &master_key).await;
         assert_run_refused(&agent().await);
 
         // The master, now without nodes, is released at once.
-        masters
-            .delete(&master.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("the master released", Duration::from_secs(30), || async {
-            matches!(masters.get_opt(&master.name_any()).await, Ok(None)).then_some(())
-        })
-        .await;
+        delete_and_await_release(&masters, &master.name_any(), Duration::from_secs(30)).await;
     })
     .await;
     drop((puppetserver, moto_load));

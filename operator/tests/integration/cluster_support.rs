@@ -329,6 +329,21 @@ impl OperatorProcess {
     }
 }
 
+/// `kubectl delete` of `name`, then waits until the object is gone (its finalizers
+/// released by the operator).
+pub async fn delete_and_await_release<K>(api: &Api<K>, name: &str, within: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
+    eventually(&format!("{name} released"), within, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+}
+
 /// Deletes every object of `api`'s kind in its namespace; true when all are gone
 /// (finalizers released) within `within`.
 async fn delete_all_and_wait<K>(api: &Api<K>, within: Duration) -> bool
