@@ -8,6 +8,8 @@
 #   1.32 schemas and the chart's minimum (1.25), plus scripts/chart_assertions.py
 #   (RBAC shape per branch, hardened container, downward API, probes);
 # - configurations the chart must refuse are refused;
+# - the operator binary (${PUPPET_CONDUCTOR_BIN:-target/debug/puppet-conductor}, built
+#   first) starts with each render's args and env (scripts/chart_runs_binary.py);
 # - the chart's crds/ are byte-identical to crds/;
 # - `kubectl kustomize manifests/` renders and validates.
 #
@@ -29,9 +31,10 @@ helm="$helm_dir/helm"
 kubectl="$helm_dir/kubectl"
 validate="$venv/bin/kubernetes-validate"
 
-for tool in "$helm" "$kubectl" "$validate"; do
+binary="${PUPPET_CONDUCTOR_BIN:-$repo/target/debug/puppet-conductor}"
+for tool in "$helm" "$kubectl" "$validate" "$binary"; do
     if [[ ! -x "$tool" ]]; then
-        echo "validate-chart.sh: $tool not found; run tests/services/install.sh" >&2
+        echo "validate-chart.sh: $tool not found; run tests/services/install.sh and cargo build" >&2
         exit 1
     fi
 done
@@ -78,6 +81,7 @@ for entry in "${renders[@]}"; do
     if [[ -n "$case" ]]; then
         "$venv/bin/python" scripts/chart_assertions.py "$case" "$out" "$release_ns" || fail "assertions on the $name render"
     fi
+    "$venv/bin/python" scripts/chart_runs_binary.py "$out" "$binary" || fail "the binary as the $name render runs it"
 done
 
 echo "--- configurations the chart refuses"
