@@ -12,7 +12,10 @@
 #               the repository's (scripts/check-generated.sh uses this).
 #
 # PUPPET_CONDUCTOR_BIN, when set, is a prebuilt binary to use instead of
-# `cargo run` (it must be built from the current sources).
+# building (it must be built from the current sources). Otherwise the binary is
+# built the way tests/run-all.sh builds everything (--workspace --all-targets):
+# a plain `cargo run` would unify features without the dev-dependencies and
+# rebuild every dependency a second time (minutes in CI).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +28,7 @@ while (($#)); do
         shift 2
         ;;
     -h | --help)
-        sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -41,7 +44,8 @@ trap 'rm -rf "$work"' EXIT
 if [[ -n "${PUPPET_CONDUCTOR_BIN:-}" ]]; then
     "$PUPPET_CONDUCTOR_BIN" crds >"$work/all.yaml"
 else
-    (cd "$repo" && cargo run -q -p puppet-conductor -- crds) >"$work/all.yaml"
+    (cd "$repo" && cargo build -q --locked --workspace --all-targets)
+    "${CARGO_TARGET_DIR:-$repo/target}/debug/puppet-conductor" crds >"$work/all.yaml"
 fi
 
 # Split on the `---` separators; name each file after the CRD's
