@@ -29,6 +29,11 @@ where
     .map_err(ReconcileError::Kube)
 }
 
+/// Whether `obj` carries `finalizer`.
+pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
+    obj.finalizers().iter().any(|f| f == finalizer)
+}
+
 /// Adds `finalizer`, guarded by the resourceVersion so a concurrent change is not lost.
 /// (kube's helper would add it too, but its `test: null` on an absent list is not portable
 /// across API implementations.)

@@ -11,11 +11,11 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{chain, ReconcileError};
-use super::finalizers::add_finalizer;
+use super::finalizers::{add_finalizer, has_finalizer};
 use super::master_deletion::finish_deletion;
 use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::orphan_sweep::sweep;
-use super::orphans::{find_orphans, OrphanKind, Owners};
+use super::orphans::{find_orphans, Owners};
 use super::services::MasterServices;
 use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER, MASTER_FINALIZER};
@@ -53,7 +53,7 @@ pub async fn reconcile(
     if master.meta().deletion_timestamp.is_some() {
         return finish_deletion(&master, &ctx, &ns).await;
     }
-    let master = if master.finalizers().iter().any(|f| f == MASTER_FINALIZER) {
+    let master = if has_finalizer(master.as_ref(), MASTER_FINALIZER) {
         master
     } else {
         let api: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -213,14 +213,7 @@ async fn sweep_orphans(
             ctx.metrics
                 .count_orphans(key, orphan.kind.as_str(), "cleaned");
         }
-        let left: Vec<(&str, i64)> = OrphanKind::ALL
-            .iter()
-            .map(|kind| {
-                let n = report.reported.iter().filter(|o| o.kind == *kind).count();
-                (kind.as_str(), i64::try_from(n).unwrap_or(i64::MAX))
-            })
-            .collect();
-        ctx.metrics.set_orphans_left(key, &left);
+        ctx.metrics.set_orphans_left(key, &report.left_by_kind());
         if !report.cleaned.is_empty() {
             ctx.snapshots.invalidate(key).await;
         }

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
 use super::error::ReconcileError;
-use super::finalizers::remove_finalizer;
+use super::finalizers::{has_finalizer, remove_finalizer};
 use super::master::{live_nodes, publish_flips, write_status};
 use super::node_status::set_condition_status;
 use super::{Context, MASTER_FINALIZER};
@@ -37,7 +37,7 @@ pub async fn finish_deletion(
     namespace: &str,
 ) -> Result<Requeue, ReconcileError> {
     let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), namespace);
-    if !master.finalizers().iter().any(|f| f == MASTER_FINALIZER) {
+    if !has_finalizer(master, MASTER_FINALIZER) {
         return Ok(Requeue::await_change());
     }
     let live = live_nodes(ctx, namespace, &master.name_any()).await?;

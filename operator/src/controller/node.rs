@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{chain, ReconcileError};
-use super::finalizers::add_finalizer;
+use super::finalizers::{add_finalizer, has_finalizer};
 use super::node_actions::{Acting, NodeIdentity};
 use super::node_status::{is_true, set_condition, time};
 use super::plan::{plan, Observed, Plan};
@@ -71,8 +71,8 @@ async fn reconcile_inner(
     let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), &ns);
 
     let deleting = node.meta().deletion_timestamp.is_some();
-    let has_finalizer = node.finalizers().iter().any(|f| f == NODE_FINALIZER);
-    if deleting && !has_finalizer {
+    let finalized = has_finalizer(node.as_ref(), NODE_FINALIZER);
+    if deleting && !finalized {
         return Ok(Requeue::await_change());
     }
 
@@ -95,7 +95,7 @@ async fn reconcile_inner(
         )
         .await?;
 
-    let node = if deleting || has_finalizer {
+    let node = if deleting || finalized {
         node
     } else {
         Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)

@@ -36,6 +36,20 @@ pub struct SweepReport {
     pub reported: Vec<Orphan>,
 }
 
+impl SweepReport {
+    /// Orphans left in place, counted for every kind (zeros included, so a gauge that
+    /// empties drops to 0).
+    pub fn left_by_kind(&self) -> Vec<(&'static str, i64)> {
+        OrphanKind::ALL
+            .iter()
+            .map(|kind| {
+                let n = self.reported.iter().filter(|o| o.kind == *kind).count();
+                (kind.as_str(), i64::try_from(n).unwrap_or(i64::MAX))
+            })
+            .collect()
+    }
+}
+
 /// What became of one orphan under `Cleanup`.
 enum Outcome {
     /// Terminated, revoked or deleted.

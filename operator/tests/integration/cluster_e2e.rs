@@ -117,8 +117,8 @@ async fn signed_classified_and_revoked(prefix: &'static str, mode: SigningMode) 
     with_cluster(&kubeconfig, prefix, move |c| async move {
         let ca = svc.puppet.ca_client(Duration::from_secs(20));
         eventually("the operator's /readyz", Duration::from_secs(60), || async {
-            let r = reqwest::get(format!("http://{}/readyz", c.http_addr)).await.ok()?;
-            r.status().is_success().then_some(())
+            let (status, _) = crate::common::http_get(c.http_addr, "/readyz").await?;
+            (status == 200).then_some(())
         })
         .await;
 

@@ -416,10 +416,7 @@ where
         .await
         .unwrap_or_else(|e| panic!("creating namespace {ns}: {e}"));
 
-    let http_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let http_addr = crate::common::free_loopback_addr();
     let cluster = Cluster {
         client: client.clone(),
         operator_id: ns.clone(),

@@ -5,14 +5,11 @@
 use std::time::Duration;
 
 use crate::cluster_support::{eventually, OperatorProcess};
+use crate::common::{free_loopback_addr, http_get};
 
 /// A kubeconfig for an HTTPS API server on a closed loopback port.
 fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_addr().port();
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,
@@ -27,21 +24,12 @@ fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?.trim().to_string()))
-}
-
 #[tokio::test]
 async fn run_waits_for_an_unreachable_api_server_and_stops_on_sigterm() {
     let dir = std::env::temp_dir().join(crate::node_support::unique("run-binary"));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = unreachable_kubeconfig(&dir);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_loopback_addr();
     let args: Vec<String> = [
         "--leader-election",
         "false",
@@ -54,7 +42,7 @@ async fn run_waits_for_an_unreachable_api_server_and_stops_on_sigterm() {
     let operator = OperatorProcess::start(&kubeconfig, &args, dir.join("operator.log"));
 
     let live = eventually("/healthz", Duration::from_secs(20), || {
-        get(addr, "/healthz")
+        http_get(addr, "/healthz")
     })
     .await;
     assert_eq!(live, (200, "ok".to_string()), "{}", operator.tail());
@@ -68,12 +56,12 @@ async fn run_waits_for_an_unreachable_api_server_and_stops_on_sigterm() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        get(addr, "/readyz").await,
+        http_get(addr, "/readyz").await,
         Some((503, "not ready".to_string())),
         "{}",
         operator.tail()
     );
-    assert_eq!(get(addr, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(addr, "/healthz").await.map(|r| r.0), Some(200));
     if let Err(problem) = operator.stop().await {
         panic!("{problem}");
     }

@@ -17,6 +17,8 @@ use puppet_conductor::runner::config::RunConfig;
 use puppet_conductor::runner::run_with_client;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::{free_loopback_addr, http_get};
+
 fn established(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     crd.status = Some(CustomResourceDefinitionStatus {
         conditions: Some(vec![CustomResourceDefinitionCondition {
@@ -42,11 +44,6 @@ async fn cluster() -> kube::Client {
         .unwrap()
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn config(identity: &str, addr: SocketAddr) -> RunConfig {
     RunConfig {
         settings: NodeSettings::default(),
@@ -62,18 +59,12 @@ fn config(identity: &str, addr: SocketAddr) -> RunConfig {
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
 /// Polls `path` until it answers `status` with `body`, or fails after `within`.
 async fn wait_for(addr: SocketAddr, path: &str, status: u16, body: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
-        last = get(addr, path).await;
+        last = http_get(addr, path).await;
         if matches!(&last, Some((s, b)) if *s == status && b.trim() == body) {
             return;
         }
@@ -85,7 +76,7 @@ async fn wait_for(addr: SocketAddr, path: &str, status: u16, body: &str, within:
 #[tokio::test]
 async fn run_leads_and_serves_health_readiness_and_metrics() {
     let client = cluster().await;
-    let addr = free_addr();
+    let addr = free_loopback_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run_with_client(
         client.clone(),
@@ -100,9 +91,9 @@ async fn run_leads_and_serves_health_readiness_and_metrics() {
         Duration::from_secs(10),
     )
     .await;
-    let (status, body) = get(addr, "/healthz").await.unwrap();
+    let (status, body) = http_get(addr, "/healthz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
-    let (status, metrics) = get(addr, "/metrics").await.unwrap();
+    let (status, metrics) = http_get(addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.lines().any(|l| l == "puppet_conductor_leader 1"),
@@ -132,13 +123,16 @@ async fn run_leads_and_serves_health_readiness_and_metrics() {
         None,
         "released at shutdown"
     );
-    assert!(get(addr, "/healthz").await.is_none(), "HTTP server stopped");
+    assert!(
+        http_get(addr, "/healthz").await.is_none(),
+        "HTTP server stopped"
+    );
 }
 
 #[tokio::test]
 async fn a_standby_is_ready_but_not_leader_and_takes_over_when_the_leader_stops() {
     let client = cluster().await;
-    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let (addr_a, addr_b) = (free_loopback_addr(), free_loopback_addr());
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let a = tokio::spawn(run_with_client(
         client.clone(),
@@ -166,7 +160,7 @@ async fn a_standby_is_ready_but_not_leader_and_takes_over_when_the_leader_stops(
         Duration::from_secs(10),
     )
     .await;
-    let (_, metrics) = get(addr_b, "/metrics").await.unwrap();
+    let (_, metrics) = http_get(addr_b, "/metrics").await.unwrap();
     assert!(
         metrics.lines().any(|l| l == "puppet_conductor_leader 0"),
         "a standby must not claim leadership:\n{metrics}"
