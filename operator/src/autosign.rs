@@ -1,15 +1,19 @@
 //! `puppet-conductor autosign <certname>` (CSR PEM on stdin): puppetserver's policy-based
 //! autosign executable for masters in `signing.mode: Policy`.
 //!
-//! Decides from the S3 record alone (the controller may be far away): the CSR's challenge
-//! must hash to the record's `challengeSha256`, its `pp_instance_id` must be the instance
-//! the record names, and every other check of [`crate::ca::csr_check::verify`] must pass.
-//! Fails closed: any error or timeout is a refusal (exit 1), and puppetserver leaves the
-//! CSR waiting.
+//! Decides from the S3 records alone (the controller may be far away): the record must be
+//! the incarnation's live one (not fencing, not deleting), the CSR's challenge must hash to
+//! its `challengeSha256`, its `pp_instance_id` must be the instance it names, every other
+//! check of [`crate::ca::csr_check::verify`] must pass, and no other key may have been
+//! signed for the incarnation (the signature record). Fails closed: any error or timeout
+//! is a refusal (exit 1), and puppetserver leaves the CSR waiting (the controller then
+//! removes a refused one).
 
-use crate::ca::csr_check::{parse_csr, verify, Expected, Refusal, Verdict};
-use crate::identity::{challenge_sha256, constant_time_eq};
-use crate::records::{Records, RecordsError};
+use chrono::Utc;
+
+use crate::ca::csr_check::parse_csr;
+use crate::records::{Records, RecordsError, Signer};
+use crate::trust::{after_claim, claim_for, decide as decide_trust, Facts, Refusal};
 
 /// Why the autosign executable could not decide.
 #[derive(thiserror::Error, Debug)]
@@ -28,43 +32,40 @@ pub enum Decision {
     Refuse(String),
 }
 
-/// Decides whether puppetserver may sign `csr_pem` for `certname`.
+/// Decides whether puppetserver may sign `csr_pem` for `certname`, from the record and the
+/// signature record, by the same rules as the controller ([`crate::trust::decide`]). A
+/// CSR it allows is claimed first (the signature record, create-once): of two racing
+/// submissions only one key is ever signed for an incarnation.
 pub async fn decide(
     records: &dyn Records,
     certname: &str,
     csr_pem: &str,
     allow_dns_alt_names: bool,
 ) -> Result<Decision, AutosignError> {
-    let Some(record) = records.get(certname).await? else {
-        return Ok(Decision::Refuse(format!(
-            "{}: no record for {certname}",
-            Refusal::UnknownCertname.reason()
-        )));
-    };
-    let Some(instance_id) = record.instance_id.as_deref() else {
-        return Ok(Decision::Refuse(format!(
-            "no instance recorded yet for {certname}"
-        )));
-    };
+    let refuse = |r: Refusal| Ok(Decision::Refuse(r.to_string()));
     let claims = match parse_csr(csr_pem) {
         Ok(c) => c,
-        Err(e) => return Ok(Decision::Refuse(format!("unreadable CSR: {e}"))),
+        Err(e) => return refuse(Refusal::Csr(crate::ca::Refusal::NotParsable(e.to_string()))),
     };
-    // The record keeps only a hash: a CSR whose challenge hashes to it holds the challenge.
-    let Some(claimed) = claims.challenge.clone() else {
-        return Ok(Decision::Refuse(Refusal::MissingChallenge.message()));
+    let Some(record) = records.get(certname).await? else {
+        return refuse(Refusal::NoRecord);
     };
-    if !constant_time_eq(&challenge_sha256(&claimed), &record.challenge_sha256) {
-        return Ok(Decision::Refuse(Refusal::WrongChallenge.message()));
-    }
-    let expected = Expected {
+    let signature = records.get_signature(certname).await?;
+    let facts = Facts {
         certname,
-        challenge: &claimed,
-        instance_id,
+        record: Some(&record),
+        signature: signature.as_ref(),
+        node: None,
+        conflict: None,
         allow_dns_alt_names,
     };
-    Ok(match verify(&claims, &expected) {
-        Verdict::Sign => Decision::Sign,
-        Verdict::Refuse(r) => Decision::Refuse(format!("{}: {}", r.reason(), r.message())),
-    })
+    if let crate::trust::Decision::Refuse(r) = decide_trust(&facts, &claims) {
+        return refuse(r);
+    }
+    let ours = claim_for(&record, &claims, Signer::Autosign, Utc::now());
+    let claim = records.claim_signature(&ours).await?;
+    if let Err(r) = after_claim(&claim, &ours) {
+        return refuse(r);
+    }
+    Ok(Decision::Sign)
 }

@@ -16,4 +16,5 @@ pub mod records;
 pub mod runner;
 pub mod telemetry;
 pub mod tls;
+pub mod trust;
 pub mod userdata;

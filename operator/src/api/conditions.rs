@@ -19,3 +19,5 @@ pub const RECORD_WRITTEN: &str = "RecordWritten";
 pub const CERTIFICATE_SIGNED: &str = "CertificateSigned";
 /// Node: the ENC has classified the agent (it asked for its catalog).
 pub const CLASSIFIED: &str = "Classified";
+/// Node: another node (of any master sharing the CA) claims the certname.
+pub const CERTNAME_CONFLICT: &str = "CertnameConflict";

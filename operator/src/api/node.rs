@@ -242,13 +242,24 @@ pub struct CertificateStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 
-    /// SHA-256 fingerprint of the certificate (or of the CSR while requested).
+    /// SHA-256 fingerprint of what the CA holds now (the certificate, or the CSR while
+    /// requested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
 
     /// Expiry of the signed certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
+
+    /// Serial of the one certificate the operator had signed for this incarnation, as
+    /// recorded when it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+
+    /// SHA-256 fingerprint of that certificate, as recorded when it was signed; when it
+    /// differs from `fingerprint` the CA's certificate is not the one signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_fingerprint: Option<String>,
 }
 
 /// Observed state of a PuppetNode.

@@ -137,6 +137,8 @@ pub struct CsrClaims {
     pub authorization_extensions: Vec<String>,
     /// The public key.
     pub key: KeyInfo,
+    /// hex SHA-256 of the DER SubjectPublicKeyInfo: which key a signature went to.
+    pub public_key_sha256: String,
     /// Whether the request's self-signature verifies with its own public key
     /// (false also for a signature algorithm x509-parser cannot verify).
     pub signature_valid: bool,
@@ -152,6 +154,7 @@ impl fmt::Debug for CsrClaims {
             .field("other_alt_names", &self.other_alt_names)
             .field("authorization_extensions", &self.authorization_extensions)
             .field("key", &self.key)
+            .field("public_key_sha256", &self.public_key_sha256)
             .field("signature_valid", &self.signature_valid)
             .finish()
     }
@@ -195,6 +198,7 @@ pub fn parse_csr_der(der: &[u8]) -> Result<CsrClaims, CsrError> {
         other_alt_names: Vec::new(),
         authorization_extensions: Vec::new(),
         key,
+        public_key_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(request.spki.raw)),
         signature_valid,
     };
     let mut seen = Vec::new();

@@ -126,6 +126,41 @@ impl PuppetCa for HttpCa {
         .await
     }
 
+    async fn certificate_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
+        const OP: &str = "certificate";
+        validate_certname(certname)?;
+        self.bounded(OP, async {
+            let url = self.url(&["certificate", certname])?;
+            let response = self
+                .send(OP, self.request(Method::GET, url, Accept::Pem))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !response.status().is_success() {
+                return Err(status_error(OP, response).await);
+            }
+            self.pem(OP, response, "CERTIFICATE").await.map(Some)
+        })
+        .await
+    }
+
+    async fn remove_request(&self, certname: &str) -> Result<bool, CaError> {
+        const OP: &str = "remove_request";
+        validate_certname(certname)?;
+        self.bounded(OP, async {
+            match self.fetch_status(OP, certname).await? {
+                Some(info) if info.state == CertState::Requested => {
+                    self.delete_request(OP, certname).await?;
+                    tracing::info!(certname, "waiting CSR removed from the Puppet CA");
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
     async fn ca_certificate(&self) -> Result<String, CaError> {
         self.fetch_pem("ca_certificate", &["certificate", "ca"], "CERTIFICATE")
             .await

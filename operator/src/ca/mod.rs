@@ -9,6 +9,7 @@
 mod certificate_info;
 mod certname;
 pub mod csr_check;
+pub mod csr_input;
 pub mod csr_parse;
 mod error;
 mod fingerprint;
@@ -21,7 +22,7 @@ pub use certname::{validate_certname, MAX_CERTNAME_LEN};
 pub use csr_check::{verify, Expected, Refusal, Verdict};
 pub use csr_parse::{parse_csr, parse_csr_der, CsrClaims, CsrError, KeyAlgorithm, KeyInfo};
 pub use error::CaError;
-pub use fingerprint::pem_fingerprint;
+pub use fingerprint::{pem_fingerprint, pem_public_key_sha256};
 pub use http_client::{HttpCa, DEFAULT_TIMEOUT};
 
 /// What the operator needs from a Puppet CA.
@@ -69,6 +70,19 @@ pub trait PuppetCa: Send + Sync {
     /// reading the state back; if something re-created it meanwhile the
     /// error is [`CaError::NotCleaned`] (retryable).
     async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError>;
+
+    /// The signed certificate of `certname` (PEM); `None` if the CA has none.
+    ///
+    /// Read after signing to confirm the CA signed the very key that was verified (the
+    /// API signs by certname, so the CSR could have been replaced in between).
+    async fn certificate_pem(&self, certname: &str) -> Result<Option<String>, CaError>;
+
+    /// Removes the waiting CSR of `certname` and nothing else: a certificate that is
+    /// signed or revoked is left alone. Returns whether a CSR was removed.
+    ///
+    /// Used for refused CSRs: the CA keeps one CSR per certname, so a hostile one left
+    /// waiting would block the real agent's submission.
+    async fn remove_request(&self, certname: &str) -> Result<bool, CaError>;
 
     /// The CA certificate (PEM), what agents and the operator must trust.
     async fn ca_certificate(&self) -> Result<String, CaError>;

@@ -106,6 +106,15 @@ impl TokenBucket {
         self.limits
     }
 
+    /// Take a token if one is available now, without waiting.
+    pub async fn try_acquire(&self) -> bool {
+        let Some(limits) = self.limits else {
+            return true;
+        };
+        let mut state = self.state.lock().await;
+        state.try_take(Instant::now(), limits).is_ok()
+    }
+
     /// Wait until a token is available and take it.
     ///
     /// Cancel-safe: dropping the future before it completes takes no token.

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff::Backoff;
+use super::certname_owners::CertnameOwners;
 use super::events::EventSink;
+use super::guards::{CsrRemovals, ReplacementSlots, DEFAULT_MAX_REPLACEMENTS};
 use super::master::MasterMemory;
 use super::orphans::OrphanTracker;
 use super::services::ServiceFactory;
@@ -26,6 +28,8 @@ pub struct NodeSettings {
     pub master_resync: Duration,
     /// Which objects this replica manages (sharding).
     pub scope: Scope,
+    /// Nodes of one master replaced at once because their certificate vanished.
+    pub max_replacements_per_master: usize,
 }
 
 /// The objects one operator replica manages: a namespace and/or a label selector.
@@ -60,6 +64,7 @@ impl Default for NodeSettings {
             converging: Duration::from_secs(10),
             master_resync: Duration::from_secs(60),
             scope: Scope::default(),
+            max_replacements_per_master: DEFAULT_MAX_REPLACEMENTS,
         }
     }
 }
@@ -84,6 +89,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// CSR first sightings and orphans already reported, per master.
     pub orphans: OrphanTracker,
+    /// Which node owns a certname on a CA shared by several masters.
+    pub certname_owners: CertnameOwners,
+    /// Pace of removing refused CSRs, per master.
+    pub csr_removals: CsrRemovals,
+    /// Nodes being replaced because their certificate vanished, per master.
+    pub replacements: ReplacementSlots,
 }
 
 impl Context {
@@ -104,6 +115,9 @@ impl Context {
             masters: MasterMemory::default(),
             metrics: Arc::new(Metrics::new()),
             orphans: OrphanTracker::default(),
+            certname_owners: CertnameOwners::default(),
+            csr_removals: CsrRemovals::default(),
+            replacements: ReplacementSlots::default(),
         }
     }
 

@@ -4,10 +4,13 @@
 //! pure) → act (idempotent calls through the service traits) → status (server-side apply).
 
 pub mod backoff;
+pub mod certificate;
+pub mod certname_owners;
 pub mod context;
 pub mod error;
 pub mod events;
 pub mod finalizers;
+pub mod guards;
 pub mod master;
 pub mod master_deletion;
 pub mod master_status;

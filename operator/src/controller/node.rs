@@ -11,20 +11,23 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::certificate::{standing, Recorded, Standing};
+use super::certname_owners::{normalize_ca_url, Claimant};
 use super::error::{chain, ReconcileError};
 use super::finalizers::{add_finalizer, has_finalizer};
-use super::node_actions::{Acting, NodeIdentity};
+use super::node_actions::{Acting, NodeIdentity, Outcome};
 use super::node_status::{is_true, set_condition, time};
 use super::plan::{plan, Observed, Plan};
 use super::services::MasterServices;
-use super::signing::{parse_duration, sign_if_verified, SigningOutcome};
+use super::signing::{confirm, parse_duration, police_waiting_csr, SigningOutcome};
 use super::snapshot::{ca_has, Snapshot};
 use super::{Context, FIELD_MANAGER, NODE_FINALIZER};
 use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, SigningMode};
-use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
-use crate::ca::CertState;
+use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus, ReplacePolicy};
+use crate::ca::{CertState, CertificateInfo};
 use crate::cloud::InstanceState;
+use crate::records::SignatureRecord;
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
 pub async fn reconcile(
@@ -157,7 +160,26 @@ async fn observe(
         instances,
         fixed_certname: node.spec.certname.is_some(),
         ca_present_incarnations,
+        older_record_incarnations: BTreeSet::new(),
+        fence_current: false,
+        certname_conflict: false,
     };
+    if node.spec.certname.is_none() {
+        let max = observed
+            .instances
+            .iter()
+            .map(super::plan::instance_incarnation)
+            .chain(status.incarnation)
+            .max()
+            .unwrap_or(1);
+        observed.older_record_incarnations = (1..max)
+            .filter(|inc| {
+                let certname = id.certname(node, *inc);
+                snapshot.records.records.contains_key(&certname)
+                    || snapshot.records.signatures.contains(&certname)
+            })
+            .collect();
+    }
     if deleting {
         return Ok(observed);
     }
@@ -190,8 +212,32 @@ async fn converge(
     id: &NodeIdentity,
     deleting: bool,
 ) -> Result<Requeue, ReconcileError> {
-    let observed = observe(node, services, snapshot, id, deleting).await?;
+    let mut observed = observe(node, services, snapshot, id, deleting).await?;
+    let first = plan(&observed);
+    let certname = id.certname(node, first.incarnation);
+    let conflict = certname_conflict(ctx, node, master, id, &certname).await?;
+    let (mut recorded, claim) =
+        recorded_signature(node, services, snapshot, id, first.incarnation).await?;
+    let at_ca = certificate_at_ca(services, snapshot, &certname, first.phase).await?;
+    let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref));
+    observed.certname_conflict = conflict.is_some();
+    observed.fence_current = !deleting
+        && standing.is_lost()
+        && node.spec.replace_policy == ReplacePolicy::Replace
+        && ctx.replacements.acquire(
+            &id.master_key,
+            &id.key,
+            ctx.settings.max_replacements_per_master,
+        );
     let the_plan = plan(&observed);
+    if deleting || !standing.is_lost() {
+        ctx.replacements.release(&id.master_key, &id.key);
+    }
+    if the_plan.incarnation != first.incarnation {
+        // A new incarnation: nothing is recorded or at the CA for it yet.
+        recorded = None;
+        standing = Standing::NoRequest;
+    }
     let acting = Acting {
         ctx,
         node,
@@ -200,17 +246,37 @@ async fn converge(
         id,
         snapshot,
         written: Default::default(),
+        conflict: conflict.clone(),
     };
-    let outcome = acting.run(&the_plan).await;
-    let outcome = match outcome {
+    if let Some(other) = &conflict {
+        report_conflict(ctx, node, &certname, other).await;
+    }
+    let view = |standing, recorded| CertView {
+        standing,
+        recorded,
+        conflict: conflict.as_deref(),
+    };
+    let outcome = match acting.run(&the_plan).await {
         Ok(o) => o,
         Err(error) => {
-            write_status(ctx, node, id, snapshot, &the_plan, None, Some(&error)).await?;
+            let cert = view(standing, recorded.as_ref());
+            write_status(
+                ctx,
+                node,
+                id,
+                snapshot,
+                &the_plan,
+                None,
+                Some(&error),
+                &cert,
+            )
+            .await?;
             return Err(error);
         }
     };
     if deleting && !the_plan.release {
-        write_status(ctx, node, id, snapshot, &the_plan, None, None).await?;
+        let cert = view(standing, recorded.as_ref());
+        write_status(ctx, node, id, snapshot, &the_plan, None, None, &cert).await?;
         return Err(ReconcileError::CleanupInProgress(
             "waiting for instances to shut down".into(),
         ));
@@ -227,37 +293,17 @@ async fn converge(
             .await;
         return Ok(Requeue::await_change());
     }
-    let known = node.status.as_ref().and_then(|s| s.instance_id.clone());
-    if let (None, Some(found)) = (&outcome.launched, &the_plan.instance_id) {
-        if known.as_ref() != Some(found) {
-            // Found by its tags, not launched now: a restarted operator or lost status.
-            ctx.events
-                .publish(
-                    &node.object_ref(&()),
-                    false,
-                    "Adopted",
-                    "Adopt",
-                    format!(
-                        "adopted instance {found} (incarnation {}) found by its tags",
-                        the_plan.incarnation
-                    ),
-                )
-                .await;
-        }
-    }
+    report_adoption(ctx, node, &the_plan, &outcome).await;
     let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
     let mut signed = false;
-    if the_plan.phase == Phase::AwaitingCsr {
-        let outcome = sign_if_verified(
-            &acting,
-            the_plan.incarnation,
-            the_plan.instance_id.as_deref(),
-        )
-        .await;
-        match outcome {
+    if let (Phase::AwaitingCsr, Standing::Requested, Some(instance_id)) =
+        (the_plan.phase, standing, the_plan.instance_id.as_deref())
+    {
+        match police_waiting_csr(&acting, the_plan.incarnation, instance_id).await {
             Ok(SigningOutcome::Signed) => signed = true,
             Ok(_) => {}
             Err(error) => {
+                let cert = view(standing, recorded.as_ref());
                 write_status(
                     ctx,
                     node,
@@ -266,13 +312,29 @@ async fn converge(
                     &the_plan,
                     launched_id,
                     Some(&error),
+                    &cert,
                 )
                 .await?;
                 return Err(error);
             }
         }
     }
-    let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None).await?;
+    if let (Standing::Unconfirmed, Some(claim)) = (standing, &claim) {
+        // Signed by autosign, or by a pass that stopped before recording it: confirm the CA
+        // signed the claimed key and record the certificate's serial and fingerprint.
+        match confirm(&acting, claim).await? {
+            Some(confirmed) => {
+                recorded = Some(Recorded::from(&confirmed));
+                standing = Standing::Signed;
+            }
+            None => standing = Standing::Replaced,
+        }
+    }
+    if standing.is_lost() {
+        report_lost_certificate(ctx, node, &certname, standing, &the_plan).await;
+    }
+    let cert = view(standing, recorded.as_ref());
+    let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None, &cert).await?;
     if signed {
         // The next pass must see the CA's new state, not this pass's listing.
         ctx.snapshots.invalidate(&id.master_key).await;
@@ -288,7 +350,162 @@ async fn converge(
     })
 }
 
+/// An instance found by its tags, not launched now: a restarted operator or lost status.
+async fn report_adoption(ctx: &Context, node: &PuppetNode, the_plan: &Plan, outcome: &Outcome) {
+    let known = node.status.as_ref().and_then(|s| s.instance_id.clone());
+    if let (None, Some(found)) = (&outcome.launched, &the_plan.instance_id) {
+        if known.as_ref() != Some(found) {
+            ctx.events
+                .publish(
+                    &node.object_ref(&()),
+                    false,
+                    "Adopted",
+                    "Adopt",
+                    format!(
+                        "adopted instance {found} (incarnation {}) found by its tags",
+                        the_plan.incarnation
+                    ),
+                )
+                .await;
+        }
+    }
+}
+
+/// The older node claiming `certname` on this master's CA, if any.
+async fn certname_conflict(
+    ctx: &Context,
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    id: &NodeIdentity,
+    certname: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let me = Claimant {
+        key: id.key.clone(),
+        uid: id.uid.clone(),
+        created: node.creation_timestamp(),
+        ca: Some(normalize_ca_url(&master.spec.ca.url)),
+        fixed_certname: node.spec.certname.clone(),
+    };
+    ctx.certname_owners
+        .conflict(
+            &ctx.client,
+            &ctx.settings.scope,
+            ctx.settings.snapshot_max_age,
+            me,
+            certname,
+        )
+        .await
+        .map_err(ReconcileError::Kube)
+}
+
+/// What was recorded of the incarnation's signature: from status while it is current
+/// (no read), otherwise from the signature record (one read, only when one is listed).
+/// Also returns the signature record itself when it was read.
+async fn recorded_signature(
+    node: &PuppetNode,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    id: &NodeIdentity,
+    incarnation: i64,
+) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
+    let status = node.status.as_ref();
+    let from_status = status
+        .filter(|s| s.incarnation == Some(incarnation))
+        .and_then(|s| s.certificate.as_ref())
+        .filter(|c| c.signed_fingerprint.is_some())
+        .map(|c| Recorded {
+            serial: c.serial.clone(),
+            fingerprint: c.signed_fingerprint.clone(),
+            public_key_sha256: None,
+        });
+    if from_status.is_some() {
+        return Ok((from_status, None));
+    }
+    let certname = id.certname(node, incarnation);
+    if !snapshot.records.signatures.contains(&certname) {
+        return Ok((None, None));
+    }
+    let signature = services
+        .records
+        .get_signature(&certname)
+        .await?
+        .filter(|s| s.is_for(&id.uid, incarnation));
+    Ok((signature.as_ref().map(Recorded::from), signature))
+}
+
+/// The CA's entry for `certname`: from the master's listing, or, when the listing failed
+/// and the node waits for its CSR, from one bounded per-certname read. `None`: unknown.
+async fn certificate_at_ca(
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    certname: &str,
+    phase: Phase,
+) -> Result<Option<Option<CertificateInfo>>, ReconcileError> {
+    if let Some(listing) = &snapshot.certificates {
+        return Ok(Some(listing.get(certname).cloned()));
+    }
+    if phase != Phase::AwaitingCsr || !snapshot.take_degraded_read() {
+        return Ok(None);
+    }
+    match services.ca.status(certname).await {
+        Ok(info) => Ok(Some(info)),
+        Err(error) => {
+            tracing::warn!(certname, %error, "per-certname CA read failed");
+            Ok(None)
+        }
+    }
+}
+
+async fn report_conflict(ctx: &Context, node: &PuppetNode, certname: &str, other: &str) {
+    let note = format!(
+        "certname {certname} is claimed by {other} (an older node on the same CA): nothing is signed, revoked or removed for it here"
+    );
+    tracing::warn!(node = %node.name_any(), certname, other, "{note}");
+    ctx.events
+        .publish(
+            &node.object_ref(&()),
+            true,
+            cond::CERTNAME_CONFLICT,
+            "Sign",
+            note,
+        )
+        .await;
+}
+
+async fn report_lost_certificate(
+    ctx: &Context,
+    node: &PuppetNode,
+    certname: &str,
+    standing: Standing,
+    the_plan: &Plan,
+) {
+    let what = match standing {
+        Standing::Vanished => "vanished from the CA",
+        _ => "was replaced or revoked at the CA",
+    };
+    let next = if the_plan.phase == Phase::Replacing {
+        "the incarnation is fenced and replaced; its certificate is never signed again"
+    } else if node.spec.replace_policy == ReplacePolicy::Replace {
+        "waiting for a replacement slot of the master"
+    } else {
+        "replacePolicy is Never: only reported; its certificate is never signed again"
+    };
+    let note = format!("the signed certificate of {certname} {what}; {next}");
+    tracing::warn!(node = %node.name_any(), certname, reason = standing.reason(), "{note}");
+    ctx.events
+        .publish(&node.object_ref(&()), true, standing.reason(), "Sign", note)
+        .await;
+}
+
+/// What status shows of the certificate.
+struct CertView<'a> {
+    standing: Standing,
+    recorded: Option<&'a Recorded>,
+    conflict: Option<&'a str>,
+}
+
 /// Writes the status the plan and snapshot imply (server-side apply, one field manager).
+#[allow(clippy::too_many_arguments)]
 async fn write_status(
     ctx: &Context,
     node: &PuppetNode,
@@ -297,6 +514,7 @@ async fn write_status(
     the_plan: &Plan,
     launched_id: Option<String>,
     error: Option<&ReconcileError>,
+    cert_view: &CertView<'_>,
 ) -> Result<Phase, ReconcileError> {
     let now = Utc::now();
     let generation = node.meta().generation;
@@ -345,35 +563,72 @@ async fn write_status(
         ),
     }
 
-    // Certificate and check-in: read from the shared CA listing and records listing.
+    // Certificate: what the CA lists against what was recorded at signing. An unknown
+    // CA keeps what status said (unknown is not "gone").
+    let standing = cert_view.standing;
     let cert = snapshot
         .certificates
         .as_ref()
         .and_then(|c| c.get(&certname));
-    let signed = cert.is_some_and(|c| c.state == CertState::Signed);
-    status.certificate = cert.map(|c| CertificateStatus {
-        state: Some(c.state.as_str().to_string()),
-        fingerprint: c.fingerprint.clone(),
-        not_after: c.not_after.map(time),
-    });
-    set_condition(
-        &mut status.conditions,
+    let previously_signed = is_true(
+        node.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
         cond::CERTIFICATE_SIGNED,
-        signed,
-        if signed {
-            "Signed"
-        } else if cert.is_some() {
-            "Requested"
-        } else {
-            "NoRequest"
-        },
-        match cert {
-            Some(c) => format!("certificate {certname} is {}", c.state.as_str()),
-            None => format!("no CSR for {certname} yet"),
-        },
-        generation,
-        now,
     );
+    let signed = match standing {
+        Standing::Signed => true,
+        Standing::Unknown => previously_signed,
+        _ => false,
+    };
+    if standing != Standing::Unknown {
+        let recorded = cert_view.recorded;
+        status.certificate = (cert.is_some() || recorded.is_some()).then(|| CertificateStatus {
+            state: cert.map(|c| c.state.as_str().to_string()),
+            fingerprint: cert.and_then(|c| c.fingerprint.clone()),
+            not_after: cert.and_then(|c| c.not_after.map(time)),
+            serial: recorded.and_then(|r| r.serial.clone()),
+            signed_fingerprint: recorded.and_then(|r| r.fingerprint.clone()),
+        });
+        set_condition(
+            &mut status.conditions,
+            cond::CERTIFICATE_SIGNED,
+            signed,
+            standing.reason(),
+            certificate_message(&certname, standing, cert.map(|c| c.state)),
+            generation,
+            now,
+        );
+    }
+    match cert_view.conflict {
+        Some(other) => set_condition(
+            &mut status.conditions,
+            cond::CERTNAME_CONFLICT,
+            true,
+            cond::CERTNAME_CONFLICT,
+            format!("certname {certname} is claimed by {other}, an older node on the same CA"),
+            generation,
+            now,
+        ),
+        None => {
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == cond::CERTNAME_CONFLICT)
+            {
+                set_condition(
+                    &mut status.conditions,
+                    cond::CERTNAME_CONFLICT,
+                    false,
+                    "NoConflict",
+                    format!("no other node claims {certname}"),
+                    generation,
+                    now,
+                );
+            }
+        }
+    }
     let check_in = snapshot.records.check_ins.get(&certname).copied();
     let launched_at = instance.and_then(|i| i.launch_time);
     let classified = signed && check_in.is_some_and(|t| launched_at.is_none_or(|l| t >= l));
@@ -400,6 +655,11 @@ async fn write_status(
     record_milestones(ctx, before, signed, classified, launched_at, check_in, now);
 
     let mut phase = the_plan.phase;
+    if phase == Phase::AwaitingCsr && standing.is_lost() {
+        // A lost certificate under replacePolicy Never (or waiting for a slot): never
+        // signed again, so the node cannot become ready.
+        phase = Phase::Failed;
+    }
     if phase == Phase::AwaitingCsr && running && signed {
         phase = if classified {
             Phase::Ready
@@ -470,6 +730,27 @@ async fn write_status(
         }
     }
     Ok(phase)
+}
+
+/// The `CertificateSigned` message for a standing.
+fn certificate_message(certname: &str, standing: Standing, at_ca: Option<CertState>) -> String {
+    match standing {
+        Standing::Signed => format!("certificate {certname} is signed and is the one recorded"),
+        Standing::NoRequest => format!("no CSR for {certname} yet"),
+        Standing::Requested => format!("a CSR for {certname} waits"),
+        Standing::Unconfirmed => format!("certificate {certname} is signed, not confirmed yet"),
+        Standing::NotOurs => {
+            format!("the CA holds a certificate for {certname} that was never signed for this node")
+        }
+        Standing::Vanished => format!(
+            "the signed certificate of {certname} vanished from the CA (now: {})",
+            at_ca.map_or("nothing", CertState::as_str)
+        ),
+        Standing::Replaced => format!(
+            "the CA holds another or a revoked certificate for {certname} than the one signed"
+        ),
+        Standing::Unknown => format!("the CA could not be read for {certname}"),
+    }
 }
 
 /// Failures before a plan could be made (master missing, Secrets, cloud unreachable):

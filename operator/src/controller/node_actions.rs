@@ -11,9 +11,10 @@ use super::snapshot::Snapshot;
 use super::Context;
 use crate::api::master::PuppetMaster;
 use crate::api::node::{HttpTokens, PuppetNode};
+use crate::ca::{pem_public_key_sha256, CertState};
 use crate::cloud::{tags, Instance, LaunchRequest};
 use crate::identity;
-use crate::records::{NodeRecord, RecordOwner, WriteOutcome};
+use crate::records::{NodeRecord, RecordOwner, RecordState, WriteOutcome};
 use crate::userdata::{self, UserDataInput};
 
 /// Names and keys of one node, derived from its metadata.
@@ -85,6 +86,7 @@ pub fn desired_record(
             node_uid: id.uid.clone(),
             incarnation,
         },
+        state: RecordState::Live,
     }
 }
 
@@ -180,6 +182,9 @@ pub struct Acting<'a> {
     pub snapshot: &'a Snapshot,
     /// Records written during this pass (a second write must use the new ETag).
     pub written: std::sync::Mutex<BTreeMap<String, crate::records::ListedRecord>>,
+    /// Another node claiming the certname (`namespace/name`), if any: its CSRs and
+    /// certificates are never touched.
+    pub conflict: Option<String>,
 }
 
 /// What acting changed, for status and events.
@@ -198,6 +203,164 @@ impl Acting<'_> {
         instance_id: Option<String>,
     ) -> Result<bool, ReconcileError> {
         let record = desired_record(self, plan.incarnation, instance_id);
+        self.put_record(&record).await
+    }
+
+    /// Whether the listing (or this pass) saw a record object for `certname`.
+    fn record_listed(&self, certname: &str) -> bool {
+        self.snapshot.records.records.contains_key(certname)
+            || self.written.lock().is_ok_and(|w| w.contains_key(certname))
+    }
+
+    /// Our record of `certname`, read now; `None` when absent or another node's.
+    async fn own_record(&self, certname: &str) -> Result<Option<NodeRecord>, ReconcileError> {
+        if !self.record_listed(certname) {
+            return Ok(None);
+        }
+        Ok(self
+            .services
+            .records
+            .get(certname)
+            .await?
+            .filter(|r| r.owner.node_uid == self.id.uid))
+    }
+
+    /// Marks the records of `incarnations` (written before their instances are terminated).
+    async fn mark_records(
+        &self,
+        incarnations: &[i64],
+        state: RecordState,
+    ) -> Result<(), ReconcileError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for inc in incarnations {
+            let certname = self.id.certname(self.node, *inc);
+            if !seen.insert(certname.clone()) {
+                continue;
+            }
+            let Some(mut record) = self.own_record(&certname).await? else {
+                continue;
+            };
+            if record.state == state {
+                continue;
+            }
+            record.state = state;
+            self.put_record(&record).await?;
+            tracing::info!(node = %self.id.key, certname, state = state.as_str(), "record marked");
+        }
+        Ok(())
+    }
+
+    /// Deletes our records (with check-ins and signature records) of `certnames`: those
+    /// the listing shows, and `current` in any case (absent is success).
+    async fn delete_records(
+        &self,
+        certnames: impl IntoIterator<Item = String>,
+        current: Option<&str>,
+    ) -> Result<(), ReconcileError> {
+        for certname in certnames {
+            let listed = self.record_listed(&certname)
+                || self.snapshot.records.signatures.contains(&certname)
+                || current == Some(certname.as_str());
+            if !listed {
+                continue;
+            }
+            if let Some(record) = self.services.records.get(&certname).await? {
+                if record.owner.node_uid != self.id.uid {
+                    tracing::warn!(node = %self.id.key, certname, owner = %record.owner, "not deleting another node's record");
+                    continue;
+                }
+            }
+            self.services.records.delete(&certname).await?;
+            self.ctx
+                .snapshots
+                .record(&self.id.master_key, &certname, None)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Revokes and cleans the certificate of one incarnation only if the operator had it
+    /// signed for this node (the signature record's fingerprint or key); drops a waiting
+    /// CSR unless another node claims the certname. Never touches anyone else's.
+    async fn revoke_own(&self, inc: i64) -> Result<(), ReconcileError> {
+        let obj = self.node.object_ref(&());
+        let certname = self.id.certname(self.node, inc);
+        let info = self.services.ca.status(&certname).await?;
+        let signature = if self.snapshot.records.signatures.contains(&certname)
+            || self.record_listed(&certname)
+        {
+            self.services
+                .records
+                .get_signature(&certname)
+                .await?
+                .filter(|s| s.is_for(&self.id.uid, inc))
+        } else {
+            None
+        };
+        match info {
+            None => {}
+            Some(info) if info.state == CertState::Requested => {
+                if self.conflict.is_none() {
+                    self.services.ca.remove_request(&certname).await?;
+                }
+            }
+            Some(info) => {
+                let ours = match &signature {
+                    Some(s) => match (&s.fingerprint, &info.fingerprint) {
+                        (Some(recorded), Some(now)) => recorded == now,
+                        // Claimed but not confirmed yet: ours if the CA signed the claimed key.
+                        (None, _) => self
+                            .services
+                            .ca
+                            .certificate_pem(&certname)
+                            .await?
+                            .and_then(|pem| pem_public_key_sha256(&pem))
+                            .is_some_and(|k| k == s.public_key_sha256),
+                        (Some(_), None) => false,
+                    },
+                    None => false,
+                };
+                if ours {
+                    self.services.ca.revoke_and_clean(&certname).await?;
+                    self.ctx
+                        .events
+                        .publish(
+                            &obj,
+                            false,
+                            "CertificateRevoked",
+                            "Revoke",
+                            format!(
+                                "revoked and cleaned certificate {certname} (incarnation {inc})"
+                            ),
+                        )
+                        .await;
+                } else {
+                    let note = format!(
+                        "not revoking {certname} (incarnation {inc}): the CA's certificate (fingerprint {}) is not one the operator had signed for this node",
+                        info.fingerprint.as_deref().unwrap_or("unknown")
+                    );
+                    tracing::warn!(node = %self.id.key, certname, "{note}");
+                    self.ctx
+                        .events
+                        .publish(&obj, true, "CertificateNotOurs", "Revoke", note)
+                        .await;
+                }
+            }
+        }
+        self.ctx
+            .snapshots
+            .revoked(&self.id.master_key, &certname)
+            .await;
+        // A fixed certname keeps its record across incarnations: the fenced incarnation's
+        // signature record goes here, so its successor can be signed.
+        if self.node.spec.certname.is_some() && signature.is_some() {
+            self.services.records.delete_signature(&certname).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `record` if its content changed (conditional on the listed version).
+    async fn put_record(&self, record: &NodeRecord) -> Result<bool, ReconcileError> {
         let listed = self
             .written
             .lock()
@@ -207,7 +370,7 @@ impl Acting<'_> {
         match self
             .services
             .records
-            .put_if_changed(&record, listed.as_ref())
+            .put_if_changed(record, listed.as_ref())
             .await?
         {
             WriteOutcome::Written(l) => {
@@ -256,25 +419,21 @@ impl Acting<'_> {
                         )
                         .await;
                 }
+                Action::MarkRecords {
+                    incarnations,
+                    state,
+                } => self.mark_records(incarnations, *state).await?,
                 Action::Revoke { incarnations } => {
                     for inc in incarnations {
-                        let certname = self.id.certname(self.node, *inc);
-                        self.services.ca.revoke_and_clean(&certname).await?;
-                        self.ctx
-                            .snapshots
-                            .revoked(&self.id.master_key, &certname)
-                            .await;
-                        self.ctx
-                            .events
-                            .publish(
-                                &obj,
-                                false,
-                                "CertificateRevoked",
-                                "Revoke",
-                                format!("revoked and cleaned certificate {certname} (incarnation {inc})"),
-                            )
-                            .await;
+                        self.revoke_own(*inc).await?;
                     }
+                }
+                Action::DeleteRecords { incarnations } => {
+                    let certnames = incarnations
+                        .iter()
+                        .map(|inc| self.id.certname(self.node, *inc));
+                    self.delete_records(certnames.collect::<Vec<_>>(), None)
+                        .await?;
                 }
                 Action::WriteRecord => {
                     outcome.record_written |=
@@ -308,18 +467,12 @@ impl Acting<'_> {
                     outcome.launched = Some(instance);
                 }
                 Action::DeleteRecord => {
-                    for inc in 1..=plan.incarnation {
-                        let certname = self.id.certname(self.node, inc);
-                        if inc == plan.incarnation
-                            || self.snapshot.records.records.contains_key(&certname)
-                        {
-                            self.services.records.delete(&certname).await?;
-                            self.ctx
-                                .snapshots
-                                .record(&self.id.master_key, &certname, None)
-                                .await;
-                        }
-                    }
+                    let mut certnames: Vec<String> = (1..=plan.incarnation)
+                        .map(|inc| self.id.certname(self.node, inc))
+                        .collect();
+                    certnames.dedup();
+                    let current = self.id.certname(self.node, plan.incarnation);
+                    self.delete_records(certnames, Some(&current)).await?;
                 }
             }
         }

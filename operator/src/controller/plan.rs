@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::api::node::{DeletionPolicy, Phase, ReplacePolicy};
 use crate::cloud::{tags, Instance, InstanceState};
+use crate::records::RecordState;
 
 /// What the reconciler knows about one node when it plans.
 #[derive(Clone, Debug, Default)]
@@ -33,11 +34,25 @@ pub struct Observed {
     /// Incarnations whose certname still has a CSR or certificate at the CA (from the
     /// master's CA listing); `None` when the CA was not observed this pass.
     pub ca_present_incarnations: Option<BTreeSet<i64>>,
+    /// Older incarnations whose record is still in the records listing (generated
+    /// certnames only: a fixed certname has one record, rewritten per incarnation).
+    pub older_record_incarnations: BTreeSet<i64>,
+    /// The current incarnation's certificate vanished from the CA or was replaced there,
+    /// and a replacement slot of the master was granted: fence it (`replacePolicy: Replace`).
+    pub fence_current: bool,
+    /// Another node claims the certname: write no record and launch nothing.
+    pub certname_conflict: bool,
 }
 
 /// One step toward the declared state, in the order the reconciler performs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Mark these incarnations' records (fencing or deleting) before their instances are
+    /// terminated or their certificates revoked, so `autosign` and `enc` refuse them.
+    MarkRecords {
+        incarnations: Vec<i64>,
+        state: RecordState,
+    },
     /// Terminate these instances (fencing, duplicate clean-up or deletion).
     Terminate {
         instance_ids: Vec<String>,
@@ -49,6 +64,9 @@ pub enum Action {
     WriteRecord,
     /// Launch the current incarnation's instance.
     Launch,
+    /// Delete the records (check-ins and signature records) of these fenced, older
+    /// incarnations: their fencing is complete.
+    DeleteRecords { incarnations: Vec<i64> },
     /// Delete the node's record and check-in.
     DeleteRecord,
 }
@@ -95,6 +113,10 @@ pub mod reasons {
     pub const STOPPED: &str = "InstanceStopped";
     /// The node is being deleted.
     pub const DELETING: &str = "Deleting";
+    /// The certificate of the running instance vanished from the CA or was replaced.
+    pub const CERTIFICATE_LOST: &str = "CertificateLost";
+    /// Another node claims the certname.
+    pub const CERTNAME_CONFLICT: &str = "CertnameConflict";
 }
 
 fn is_live(state: InstanceState) -> bool {
@@ -153,14 +175,16 @@ pub fn plan(observed: &Observed) -> Plan {
     let mut actions = Vec::new();
     let mut fence_ids: Vec<String> = Vec::new();
     let mut revoke: Vec<i64> = Vec::new();
+    // Older incarnations whose records go once their fencing is complete.
+    let mut retire: Vec<i64> = Vec::new();
 
     // Live instances of older incarnations were superseded: fence them.
-    let superseded: Vec<String> = observed
+    let superseded_instances: Vec<&Instance> = observed
         .instances
         .iter()
         .filter(|i| instance_incarnation(i) < incarnation && is_live(i.state))
-        .map(|i| i.id.clone())
         .collect();
+    let superseded: Vec<String> = superseded_instances.iter().map(|i| i.id.clone()).collect();
 
     let mut current: Vec<&Instance> = observed
         .instances
@@ -193,6 +217,22 @@ pub fn plan(observed: &Observed) -> Plan {
                 });
             }
             match keep.state {
+                InstanceState::Running | InstanceState::Pending | InstanceState::Unknown
+                    if observed.fence_current
+                        && observed.replace_policy == ReplacePolicy::Replace =>
+                {
+                    fence_ids.push(keep.id.clone());
+                    phase = Phase::Replacing;
+                    running = (
+                        false,
+                        reasons::CERTIFICATE_LOST,
+                        format!(
+                            "the certificate of instance {} vanished from the CA or was replaced; \
+                             fencing and replacing it",
+                            keep.id
+                        ),
+                    );
+                }
                 InstanceState::Running => {
                     instance_id = Some(keep.id.clone());
                     phase = Phase::AwaitingCsr;
@@ -245,6 +285,9 @@ pub fn plan(observed: &Observed) -> Plan {
             if observed.replace_policy == ReplacePolicy::Replace {
                 // Fence (revoke) the dead incarnation, then launch the next one.
                 revoke.push(incarnation);
+                if !observed.fixed_certname {
+                    retire.push(incarnation);
+                }
                 incarnation += 1;
                 phase = Phase::Replacing;
                 running = (
@@ -273,6 +316,22 @@ pub fn plan(observed: &Observed) -> Plan {
 
     let mut fence_and_superseded = fence_ids.clone();
     fence_and_superseded.extend(superseded.iter().cloned());
+    // The records say "fencing" before anything is terminated or revoked.
+    let mut marks: Vec<i64> = superseded_instances
+        .iter()
+        .map(|i| instance_incarnation(i))
+        .collect();
+    if !fence_ids.is_empty() {
+        marks.push(incarnation);
+    }
+    if !fence_and_superseded.is_empty() {
+        marks.sort_unstable();
+        marks.dedup();
+        actions.push(Action::MarkRecords {
+            incarnations: marks,
+            state: RecordState::Fencing,
+        });
+    }
     if !fence_ids.is_empty() {
         actions.push(Action::Terminate {
             instance_ids: fence_ids,
@@ -294,18 +353,55 @@ pub fn plan(observed: &Observed) -> Plan {
             if let Some(present) = &observed.ca_present_incarnations {
                 revoke.extend(present.iter().copied().filter(|inc| *inc < incarnation));
             }
+            retire.extend(
+                observed
+                    .older_record_incarnations
+                    .iter()
+                    .copied()
+                    .filter(|inc| *inc < incarnation),
+            );
         }
         revoke.sort_unstable();
         revoke.dedup();
+        retire.sort_unstable();
+        retire.dedup();
+        let mut marks: Vec<i64> = revoke.iter().chain(&retire).copied().collect();
+        marks.sort_unstable();
+        marks.dedup();
+        if !marks.is_empty() {
+            actions.push(Action::MarkRecords {
+                incarnations: marks,
+                state: RecordState::Fencing,
+            });
+        }
         if !revoke.is_empty() {
             actions.push(Action::Revoke {
                 incarnations: revoke,
             });
         }
+        if !retire.is_empty() {
+            actions.push(Action::DeleteRecords {
+                incarnations: retire,
+            });
+        }
     }
 
-    let launch_needed = instance_id.is_none() && phase != Phase::Failed && !fencing_pending;
-    if phase != Phase::Failed && !fencing_pending {
+    let mut phase = phase;
+    let mut running = running;
+    if observed.certname_conflict && instance_id.is_none() && phase != Phase::Failed {
+        // Nothing of ours exists yet under the certname: claim nothing until it is free.
+        phase = Phase::Pending;
+        running = (
+            false,
+            reasons::CERTNAME_CONFLICT,
+            "another node claims the certname; nothing is launched".to_string(),
+        );
+    }
+    let launch_needed = instance_id.is_none()
+        && phase != Phase::Failed
+        && !fencing_pending
+        && !observed.certname_conflict;
+    if phase != Phase::Failed && !fencing_pending && !observed.certname_conflict {
         actions.push(Action::WriteRecord);
     }
     if launch_needed {
@@ -354,16 +450,25 @@ fn plan_deletion(observed: &Observed) -> Plan {
         .filter(|i| is_live(i.state))
         .collect();
     live.sort_by(oldest_first);
+    // The records say "deleting" before anything is terminated or revoked, so `autosign`
+    // and `enc` refuse the node from the first step of its deletion.
+    let mark = Action::MarkRecords {
+        incarnations: (1..=incarnation).collect(),
+        state: RecordState::Deleting,
+    };
     if !live.is_empty() {
         // Revoke and delete only once every instance is shutting down: a running agent must
         // not outlive its certificate's owner object with a valid certificate.
         return Plan {
             incarnation,
             instance_id: None,
-            actions: vec![Action::Terminate {
-                instance_ids: live.iter().map(|i| i.id.clone()).collect(),
-                reason: TerminateReason::Deletion,
-            }],
+            actions: vec![
+                mark,
+                Action::Terminate {
+                    instance_ids: live.iter().map(|i| i.id.clone()).collect(),
+                    reason: TerminateReason::Deletion,
+                },
+            ],
             phase: Phase::Terminating,
             instance_running: deleting,
             release: false,
@@ -381,7 +486,7 @@ fn plan_deletion(observed: &Observed) -> Plan {
     Plan {
         incarnation,
         instance_id: None,
-        actions: vec![Action::Revoke { incarnations }, Action::DeleteRecord],
+        actions: vec![mark, Action::Revoke { incarnations }, Action::DeleteRecord],
         phase: Phase::Terminating,
         instance_running: deleting,
         release: true,
@@ -413,6 +518,96 @@ mod tests {
             security_group_ids: Vec::new(),
             http_tokens: None,
         }
+    }
+
+    fn fencing(incarnations: &[i64]) -> Action {
+        Action::MarkRecords {
+            incarnations: incarnations.to_vec(),
+            state: RecordState::Fencing,
+        }
+    }
+
+    #[test]
+    fn a_running_instance_whose_certificate_was_lost_is_fenced_under_replace_only() {
+        let mut o = Observed {
+            instances: vec![inst("i-1", 1, InstanceState::Running)],
+            fence_current: true,
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(p.phase, Phase::Replacing);
+        assert_eq!(p.instance_running.1, reasons::CERTIFICATE_LOST);
+        assert_eq!(
+            p.actions,
+            vec![
+                fencing(&[1]),
+                Action::Terminate {
+                    instance_ids: vec!["i-1".into()],
+                    reason: TerminateReason::Fencing
+                }
+            ]
+        );
+        o.replace_policy = ReplacePolicy::Never;
+        let p = plan(&o);
+        assert_eq!(p.actions, vec![Action::WriteRecord], "Never only reports");
+        assert_eq!(p.phase, Phase::AwaitingCsr);
+    }
+
+    #[test]
+    fn superseded_instances_are_marked_fencing_before_they_are_terminated() {
+        let o = Observed {
+            instances: vec![
+                inst("i-1", 1, InstanceState::Running),
+                inst("i-2", 2, InstanceState::Running),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(
+            &p.actions[..2],
+            &[
+                fencing(&[1]),
+                Action::Terminate {
+                    instance_ids: vec!["i-1".into()],
+                    reason: TerminateReason::Superseded
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn older_records_are_marked_then_removed_once_their_instances_are_gone() {
+        let o = Observed {
+            instances: vec![
+                inst("i-1", 1, InstanceState::Terminated),
+                inst("i-2", 2, InstanceState::Running),
+            ],
+            older_record_incarnations: [1].into(),
+            ca_present_incarnations: Some(BTreeSet::new()),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&o).actions,
+            vec![
+                fencing(&[1]),
+                Action::DeleteRecords {
+                    incarnations: vec![1]
+                },
+                Action::WriteRecord
+            ]
+        );
+    }
+
+    #[test]
+    fn a_conflicting_certname_writes_and_launches_nothing() {
+        let o = Observed {
+            certname_conflict: true,
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.phase, Phase::Pending);
+        assert_eq!(p.instance_running.1, reasons::CERTNAME_CONFLICT);
     }
 
     #[test]
@@ -447,7 +642,11 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
+                fencing(&[1]),
                 Action::Revoke {
+                    incarnations: vec![1]
+                },
+                Action::DeleteRecords {
                     incarnations: vec![1]
                 },
                 Action::WriteRecord,
@@ -467,10 +666,13 @@ mod tests {
         assert_eq!(p.incarnation, 1);
         assert_eq!(
             p.actions,
-            vec![Action::Terminate {
-                instance_ids: vec!["i-1".into()],
-                reason: TerminateReason::Fencing
-            }]
+            vec![
+                fencing(&[1]),
+                Action::Terminate {
+                    instance_ids: vec!["i-1".into()],
+                    reason: TerminateReason::Fencing
+                }
+            ]
         );
     }
 
@@ -501,6 +703,7 @@ mod tests {
         assert_eq!(
             plan(&o).actions,
             vec![
+                fencing(&[1]),
                 Action::Revoke {
                     incarnations: vec![1]
                 },
@@ -523,7 +726,11 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
+                fencing(&[3]),
                 Action::Revoke {
+                    incarnations: vec![3]
+                },
+                Action::DeleteRecords {
                     incarnations: vec![3]
                 },
                 Action::WriteRecord,
@@ -575,12 +782,19 @@ mod tests {
         };
         let p = plan(&live);
         assert!(!p.release);
+        let deleting = Action::MarkRecords {
+            incarnations: vec![1, 2],
+            state: RecordState::Deleting,
+        };
         assert_eq!(
             p.actions,
-            vec![Action::Terminate {
-                instance_ids: vec!["i-1".into()],
-                reason: TerminateReason::Deletion
-            }]
+            vec![
+                deleting.clone(),
+                Action::Terminate {
+                    instance_ids: vec!["i-1".into()],
+                    reason: TerminateReason::Deletion
+                }
+            ]
         );
         let down = Observed {
             deleting: true,
@@ -596,6 +810,7 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
+                deleting,
                 Action::Revoke {
                     incarnations: vec![1, 2]
                 },
@@ -643,7 +858,10 @@ mod tests {
                     world.record_incarnation = Some(p.incarnation);
                     world.record_instance_id = None;
                 }
-                Action::Revoke { .. } | Action::DeleteRecord => {}
+                Action::Revoke { .. }
+                | Action::DeleteRecord
+                | Action::MarkRecords { .. }
+                | Action::DeleteRecords { .. } => {}
             }
         }
         world.status_incarnation = Some(p.incarnation);

@@ -3,22 +3,24 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use kube::Resource;
 
 use super::error::ReconcileError;
 use super::node_actions::Acting;
 use crate::api::master::SigningMode;
-use crate::ca::csr_check::{parse_csr, verify, Expected, Verdict};
-use crate::ca::CertState;
+use crate::ca::{parse_csr, pem_public_key_sha256, CertState};
+use crate::records::{SignatureRecord, Signer};
+use crate::trust::{after_claim, claim_for, decide, Decision, Facts, NodeFacts, Refusal};
 
 /// What happened to the node's CSR in this pass.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SigningOutcome {
-    /// Nothing to do (no CSR, already signed, Policy mode, no running instance).
+    /// Nothing to do (no CSR, or Policy mode with a CSR autosign left waiting).
     Idle,
     /// The CSR was verified and signed.
     Signed,
-    /// The CSR was refused (a Warning event says why); it stays unsigned.
+    /// The CSR was refused (a Warning event says why) and removed when it was ours.
     Refused(&'static str),
 }
 
@@ -50,14 +52,15 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
-/// Verifies and signs the current incarnation's waiting CSR (Operator mode only).
-pub async fn sign_if_verified(
+/// Verifies the current incarnation's waiting CSR and, in Operator mode, signs it; in both
+/// modes a refused CSR is reported, logged and removed from the CA (rate-bounded), so the
+/// real agent's next submission is not blocked.
+pub async fn police_waiting_csr(
     acting: &Acting<'_>,
     incarnation: i64,
-    instance_id: Option<&str>,
+    instance_id: &str,
 ) -> Result<SigningOutcome, ReconcileError> {
     let Acting {
-        ctx,
         node,
         master,
         services,
@@ -65,64 +68,182 @@ pub async fn sign_if_verified(
         snapshot,
         ..
     } = *acting;
-    if master.spec.signing.mode != SigningMode::Operator {
-        return Ok(SigningOutcome::Idle);
-    }
-    let Some(instance_id) = instance_id else {
-        return Ok(SigningOutcome::Idle);
-    };
     let certname = id.certname(node, incarnation);
-    let waiting = snapshot
-        .certificates
-        .as_ref()
-        .and_then(|c| c.get(&certname))
-        .is_some_and(|c| c.state == CertState::Requested);
-    if !waiting {
-        return Ok(SigningOutcome::Idle);
-    }
     // The listing may be a few seconds old: read the CSR as it is now.
     let Some(pem) = services.ca.csr_pem(&certname).await? else {
         return Ok(SigningOutcome::Idle);
     };
+    let claims = match parse_csr(&pem) {
+        Ok(claims) => claims,
+        Err(e) => {
+            let refusal = Refusal::Csr(crate::ca::Refusal::NotParsable(e.to_string()));
+            return refuse(acting, &certname, &refusal, "unparsable CSR").await;
+        }
+    };
+    let record = services.records.get(&certname).await?;
+    let signature = if snapshot.records.signatures.contains(&certname) || record.is_some() {
+        services.records.get_signature(&certname).await?
+    } else {
+        None
+    };
     let challenge = services.challenge_key.challenge(&id.uid, incarnation);
-    let expected = Expected {
+    let facts = Facts {
         certname: &certname,
-        challenge: &challenge,
-        instance_id,
+        record: record.as_ref(),
+        signature: signature.as_ref(),
+        node: Some(NodeFacts {
+            uid: &id.uid,
+            incarnation,
+            instance_id,
+            challenge: &challenge,
+            deleting: node.meta().deletion_timestamp.is_some(),
+        }),
+        conflict: acting.conflict.as_deref(),
         allow_dns_alt_names: master.spec.signing.allow_dns_alt_names,
     };
-    let verdict = match parse_csr(&pem) {
-        Ok(claims) => verify(&claims, &expected),
-        Err(e) => Verdict::Refuse(crate::ca::csr_check::Refusal::NotParsable(e.to_string())),
+    let describe = format!("{} key {}", claims.key, short(&claims.public_key_sha256));
+    let record = match (decide(&facts, &claims), record) {
+        (Decision::Refuse(refusal), _) => {
+            return refuse(acting, &certname, &refusal, &describe).await
+        }
+        // autosign decides at submission in Policy mode; a CSR it left waiting stays.
+        _ if master.spec.signing.mode != SigningMode::Operator => return Ok(SigningOutcome::Idle),
+        (Decision::Sign, Some(record)) => record,
+        (Decision::Sign, None) => return Ok(SigningOutcome::Idle),
     };
-    let obj = node.object_ref(&());
-    match verdict {
-        Verdict::Sign => {
-            services.ca.sign(&certname).await?;
-            ctx.events
+    // The incarnation's one signature is claimed for this key before the CA signs.
+    let ours = claim_for(&record, &claims, Signer::Operator, Utc::now());
+    let claim = services.records.claim_signature(&ours).await?;
+    if let Err(refusal) = after_claim(&claim, &ours) {
+        return refuse(acting, &certname, &refusal, &describe).await;
+    }
+    services.ca.sign(&certname).await?;
+    match confirm(acting, &ours).await? {
+        Some(confirmed) => {
+            let note = format!(
+                "signed {certname} ({describe}, serial {}): challenge and instance id {instance_id} verified",
+                confirmed.serial.as_deref().unwrap_or("unknown")
+            );
+            tracing::info!(node = %id.key, certname, mode = "Operator", "{note}");
+            acting
+                .ctx
+                .events
                 .publish(
-                    &obj,
+                    &node.object_ref(&()),
                     false,
                     "CertificateSigned",
                     "Sign",
-                    format!("signed {certname}: challenge and instance id {instance_id} verified"),
+                    note,
                 )
                 .await;
             Ok(SigningOutcome::Signed)
         }
-        Verdict::Refuse(refusal) => {
-            ctx.events
+        None => Ok(SigningOutcome::Refused("CertificateKeyMismatch")),
+    }
+}
+
+/// Confirms that the CA signed the key `claim` names and records the certificate's serial
+/// and fingerprint in the signature record. A certificate for another key (the CSR was
+/// replaced between verification and signing) is revoked at once and `None` returned:
+/// the incarnation's signature is spent.
+pub async fn confirm(
+    acting: &Acting<'_>,
+    claim: &SignatureRecord,
+) -> Result<Option<SignatureRecord>, ReconcileError> {
+    let services = acting.services;
+    let certname = &claim.certname;
+    let info = services.ca.status(certname).await?;
+    let pem = services.ca.certificate_pem(certname).await?;
+    let key = pem.as_deref().and_then(pem_public_key_sha256);
+    match (info, key) {
+        (Some(info), Some(key))
+            if info.state == CertState::Signed && key == claim.public_key_sha256 =>
+        {
+            let confirmed = SignatureRecord {
+                serial: info.serial.map(|s| s.to_string()),
+                fingerprint: info.fingerprint.clone(),
+                ..claim.clone()
+            };
+            services.records.put_signature(&confirmed).await?;
+            Ok(Some(confirmed))
+        }
+        (Some(info), Some(_)) if info.state == CertState::Signed => {
+            services.ca.revoke_and_clean(certname).await?;
+            let note = format!(
+                "revoked {certname}: the CA signed a key other than the one verified and claimed for incarnation {}",
+                claim.incarnation
+            );
+            tracing::warn!(node = %acting.id.key, certname, "{note}");
+            acting
+                .ctx
+                .events
                 .publish(
-                    &obj,
+                    &acting.node.object_ref(&()),
                     true,
-                    refusal.reason(),
+                    "CertificateKeyMismatch",
                     "Sign",
-                    format!("not signing {certname}: {}", refusal.message()),
+                    note,
                 )
                 .await;
-            Ok(SigningOutcome::Refused(refusal.reason()))
+            Ok(None)
         }
+        // Not signed (yet): nothing to confirm.
+        _ => Ok(None),
     }
+}
+
+/// Reports a refusal (Warning event and log line) and, unless the certname is another
+/// node's, removes the refused CSR from the CA at the master's removal pace.
+async fn refuse(
+    acting: &Acting<'_>,
+    certname: &str,
+    refusal: &Refusal,
+    describe: &str,
+) -> Result<SigningOutcome, ReconcileError> {
+    let mode = match acting.master.spec.signing.mode {
+        SigningMode::Operator => "Operator",
+        SigningMode::Policy => "Policy",
+    };
+    let removed =
+        if refusal.removes_csr() && acting.ctx.csr_removals.allow(&acting.id.master_key).await {
+            acting.services.ca.remove_request(certname).await?
+        } else {
+            false
+        };
+    let note = format!(
+        "not signing {certname} ({describe}): {}{}",
+        refusal.message(),
+        if removed {
+            "; the CSR was removed so the real agent can submit its own"
+        } else {
+            ""
+        }
+    );
+    tracing::warn!(node = %acting.id.key, certname, reason = refusal.reason(), mode, removed, "{note}");
+    acting
+        .ctx
+        .events
+        .publish(
+            &acting.node.object_ref(&()),
+            true,
+            refusal.reason(),
+            "Sign",
+            note,
+        )
+        .await;
+    if removed {
+        acting
+            .ctx
+            .snapshots
+            .revoked(&acting.id.master_key, certname)
+            .await;
+    }
+    Ok(SigningOutcome::Refused(refusal.reason()))
+}
+
+/// The first 12 hex digits of a key digest, enough to tell two keys apart in an event.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 #[cfg(test)]

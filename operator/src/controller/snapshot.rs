@@ -7,6 +7,7 @@
 //! (Operator-mode signing polls the CA at `signing.pollInterval`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,13 +28,28 @@ pub struct Snapshot {
     pub records: RecordListing,
     /// Certificates and CSRs by certname; `None` when the CA could not be listed.
     pub certificates: Option<HashMap<String, CertificateInfo>>,
+    /// Why the CA listing failed, when it did.
+    pub ca_error: Option<String>,
+    /// Per-certname CA reads left for this CA listing while it is failing: nodes waiting
+    /// for a CSR fall back to them, at most this many per poll interval.
+    pub degraded_reads: Arc<AtomicUsize>,
     /// When it was taken.
     pub taken: Instant,
     /// When its CA listing was taken (at or after `taken`).
     pub ca_taken: Instant,
 }
 
+/// Per-certname CA reads allowed per failed CA listing (per poll interval and master).
+pub const DEGRADED_READS_PER_POLL: usize = 50;
+
 impl Snapshot {
+    /// Takes one per-certname CA read of the budget; `false` when it is spent.
+    pub fn take_degraded_read(&self) -> bool {
+        self.degraded_reads
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
     /// Instances launched for one node (by UID tag).
     pub fn node_instances(&self, node_uid: &str) -> Vec<Instance> {
         self.instances
@@ -47,17 +63,28 @@ impl Snapshot {
 /// The CA's certificates and CSRs by certname. The listing only refines status and
 /// revocation; an unreachable CA must not stop launches or deletion of instances, so it
 /// is optional (`None`).
-async fn list_ca(
-    master_key: &str,
-    services: &MasterServices,
-) -> Option<HashMap<String, CertificateInfo>> {
+type CaListing = (Option<HashMap<String, CertificateInfo>>, Option<String>);
+
+async fn list_ca(master_key: &str, services: &MasterServices) -> CaListing {
     match services.ca.list(None).await {
-        Ok(list) => Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        Ok(list) => (
+            Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
+            None,
+        ),
         Err(error) => {
-            tracing::warn!(master = master_key, %error, "CA listing failed; continuing without it");
-            None
+            let why = super::error::chain(&error);
+            tracing::warn!(master = master_key, error = %why, "CA listing failed; waiting nodes are read one by one");
+            (None, Some(why))
         }
     }
+}
+
+fn degraded_budget(listing: &CaListing) -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(if listing.0.is_none() {
+        DEGRADED_READS_PER_POLL
+    } else {
+        0
+    }))
 }
 
 #[derive(Default)]
@@ -98,7 +125,9 @@ impl SnapshotCache {
                     return Ok(s.clone());
                 }
                 let mut next = (**s).clone();
-                next.certificates = list_ca(master_key, services).await;
+                let listing = list_ca(master_key, services).await;
+                next.degraded_reads = degraded_budget(&listing);
+                (next.certificates, next.ca_error) = listing;
                 next.ca_taken = Instant::now();
                 let next = Arc::new(next);
                 slot.snapshot = Some(next.clone());
@@ -107,12 +136,16 @@ impl SnapshotCache {
         }
         let instances = services.cloud.describe_master_instances(master_key).await?;
         let records = services.records.list().await?;
-        let certificates = list_ca(master_key, services).await;
+        let listing = list_ca(master_key, services).await;
+        let degraded_reads = degraded_budget(&listing);
+        let (certificates, ca_error) = listing;
         let now = Instant::now();
         let snapshot = Arc::new(Snapshot {
             instances,
             records,
             certificates,
+            ca_error,
+            degraded_reads,
             taken: now,
             ca_taken: now,
         });

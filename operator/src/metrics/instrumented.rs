@@ -20,7 +20,8 @@ use crate::ca::{CaError, CertState, CertificateInfo, PuppetCa};
 use crate::cloud::{Cloud, CloudError, Instance, LaunchRequest};
 use crate::controller::services::MasterServices;
 use crate::records::{
-    ListedRecord, NodeRecord, Privacy, RecordListing, Records, RecordsError, WriteOutcome,
+    Claim, ListedRecord, NodeRecord, Privacy, RecordListing, Records, RecordsError,
+    SignatureRecord, WriteOutcome,
 };
 
 /// Service label of EC2 calls.
@@ -181,6 +182,26 @@ impl Records for MeteredRecords {
         timed(&self.metrics, SERVICE_S3, "record_check_in", call).await
     }
 
+    async fn claim_signature(&self, claim: &SignatureRecord) -> Result<Claim, RecordsError> {
+        let call = self.inner.claim_signature(claim);
+        timed(&self.metrics, SERVICE_S3, "claim_signature", call).await
+    }
+
+    async fn get_signature(&self, certname: &str) -> Result<Option<SignatureRecord>, RecordsError> {
+        let call = self.inner.get_signature(certname);
+        timed(&self.metrics, SERVICE_S3, "get_signature", call).await
+    }
+
+    async fn put_signature(&self, signature: &SignatureRecord) -> Result<(), RecordsError> {
+        let call = self.inner.put_signature(signature);
+        timed(&self.metrics, SERVICE_S3, "put_signature", call).await
+    }
+
+    async fn delete_signature(&self, certname: &str) -> Result<(), RecordsError> {
+        let call = self.inner.delete_signature(certname);
+        timed(&self.metrics, SERVICE_S3, "delete_signature", call).await
+    }
+
     async fn probe(&self) -> Result<Privacy, RecordsError> {
         timed(&self.metrics, SERVICE_S3, "probe", self.inner.probe()).await
     }
@@ -234,6 +255,16 @@ impl PuppetCa for MeteredCa {
     async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError> {
         let call = self.inner.revoke_and_clean(certname);
         timed(&self.metrics, SERVICE_PUPPET_CA, "revoke_and_clean", call).await
+    }
+
+    async fn certificate_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
+        let call = self.inner.certificate_pem(certname);
+        timed(&self.metrics, SERVICE_PUPPET_CA, "certificate", call).await
+    }
+
+    async fn remove_request(&self, certname: &str) -> Result<bool, CaError> {
+        let call = self.inner.remove_request(certname);
+        timed(&self.metrics, SERVICE_PUPPET_CA, "remove_request", call).await
     }
 
     async fn ca_certificate(&self) -> Result<String, CaError> {

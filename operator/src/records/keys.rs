@@ -1,9 +1,11 @@
-//! Object keys: `<prefix>records/<certname>.json` and `<prefix>checkins/<certname>`.
+//! Object keys: `<prefix>records/<certname>.json`, `<prefix>checkins/<certname>` and
+//! `<prefix>signatures/<certname>.json`.
 
 use crate::ca::validate_certname;
 
 const RECORDS_DIR: &str = "records/";
 const CHECKINS_DIR: &str = "checkins/";
+const SIGNATURES_DIR: &str = "signatures/";
 const RECORD_SUFFIX: &str = ".json";
 
 /// The prefix as keys use it: empty, or without leading `/` and ending in `/`
@@ -30,6 +32,8 @@ pub enum ParsedKey {
     Record(String),
     /// A check-in for this certname.
     CheckIn(String),
+    /// A signature record for this certname.
+    Signature(String),
 }
 
 impl KeyLayout {
@@ -60,7 +64,12 @@ impl KeyLayout {
         format!("{}{CHECKINS_DIR}{certname}", self.prefix)
     }
 
-    /// Which record or check-in `key` is; `None` for anything else under the
+    /// The signature-record key of `certname`.
+    pub fn signature_key(&self, certname: &str) -> String {
+        format!("{}{SIGNATURES_DIR}{certname}{RECORD_SUFFIX}", self.prefix)
+    }
+
+    /// Which record, check-in or signature `key` is; `None` for anything else under the
     /// prefix (other files, nested keys, names that are not valid certnames).
     pub fn parse(&self, key: &str) -> Option<ParsedKey> {
         let rest = key.strip_prefix(self.prefix.as_str())?;
@@ -68,10 +77,13 @@ impl KeyLayout {
             ParsedKey::Record(name.strip_suffix(RECORD_SUFFIX)?.to_owned())
         } else if let Some(name) = rest.strip_prefix(CHECKINS_DIR) {
             ParsedKey::CheckIn(name.to_owned())
+        } else if let Some(name) = rest.strip_prefix(SIGNATURES_DIR) {
+            ParsedKey::Signature(name.strip_suffix(RECORD_SUFFIX)?.to_owned())
         } else {
             return None;
         };
-        let (ParsedKey::Record(name) | ParsedKey::CheckIn(name)) = &parsed;
+        let (ParsedKey::Record(name) | ParsedKey::CheckIn(name) | ParsedKey::Signature(name)) =
+            &parsed;
         validate_certname(name).ok()?;
         Some(parsed)
     }
@@ -100,6 +112,7 @@ mod tests {
         let l = KeyLayout::new("puppet");
         assert_eq!(l.record_key("web-1"), "puppet/records/web-1.json");
         assert_eq!(l.check_in_key("web-1"), "puppet/checkins/web-1");
+        assert_eq!(l.signature_key("web-1"), "puppet/signatures/web-1.json");
         assert_eq!(l.records_prefix(), "puppet/records/");
         let root = KeyLayout::new("");
         assert_eq!(root.record_key("a.b"), "records/a.b.json");
@@ -118,6 +131,10 @@ mod tests {
                 l.parse(&l.check_in_key(name)),
                 Some(ParsedKey::CheckIn(name.into()))
             );
+            assert_eq!(
+                l.parse(&l.signature_key(name)),
+                Some(ParsedKey::Signature(name.into()))
+            );
         }
     }
 
@@ -130,6 +147,8 @@ mod tests {
             "p/records/a/b.json",
             "p/checkins/a/b",
             "p/checkins/",
+            "p/signatures/web-1",
+            "p/signatures/a/b.json",
             "p/other/web-1.json",
             "q/records/web-1.json",
             "records/web-1.json",

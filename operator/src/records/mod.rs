@@ -53,13 +53,15 @@ mod privacy;
 mod record;
 mod s3;
 mod s3_probe;
+mod signature;
 
 pub use error::RecordsError;
 pub use keys::{normalize_prefix, KeyLayout, ParsedKey};
-pub use record::{sha256_hex, NodeRecord, RecordOwner};
+pub use record::{sha256_hex, NodeRecord, RecordOwner, RecordState};
 pub use s3::{CallCounts, RecordsConfig, S3Records, StaticCredentials, DEFAULT_CALL_TIMEOUT};
+pub use signature::{Claim, SignatureRecord, Signer};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -70,6 +72,8 @@ pub struct RecordListing {
     pub records: BTreeMap<String, ListedRecord>,
     /// Last check-in by certname (the check-in object's `LastModified`).
     pub check_ins: BTreeMap<String, DateTime<Utc>>,
+    /// Certnames with a signature record (an incarnation whose one signature is claimed).
+    pub signatures: BTreeSet<String>,
 }
 
 /// One record object as the listing saw it.
@@ -140,8 +144,23 @@ pub trait Records: Send + Sync {
         listed: Option<&ListedRecord>,
     ) -> Result<WriteOutcome, RecordsError>;
 
-    /// Deletes record and check-in; absent is success.
+    /// Deletes record, check-in and signature record; absent is success.
     async fn delete(&self, certname: &str) -> Result<(), RecordsError>;
+
+    /// Claims the incarnation's one signature for `claim.public_key_sha256`: creates the
+    /// signature record only if none exists (`If-None-Match: *`); otherwise returns the
+    /// existing one, whatever key it names.
+    async fn claim_signature(&self, claim: &SignatureRecord) -> Result<Claim, RecordsError>;
+
+    /// The signature record of `certname`; `None` if there is none.
+    async fn get_signature(&self, certname: &str) -> Result<Option<SignatureRecord>, RecordsError>;
+
+    /// Replaces the signature record (to add the confirmed serial and fingerprint).
+    async fn put_signature(&self, signature: &SignatureRecord) -> Result<(), RecordsError>;
+
+    /// Deletes the signature record of `certname` (a fenced incarnation of a fixed
+    /// certname); absent is success.
+    async fn delete_signature(&self, certname: &str) -> Result<(), RecordsError>;
 
     /// Written by the ENC each time it classifies a node.
     async fn record_check_in(&self, certname: &str, at: DateTime<Utc>) -> Result<(), RecordsError>;

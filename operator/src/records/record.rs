@@ -26,6 +26,34 @@ pub struct NodeRecord {
     pub instance_id: Option<String>,
     /// Who wrote the record.
     pub owner: RecordOwner,
+    /// Where the incarnation is in its life: `autosign` and `enc` serve only a live one.
+    /// Written before the operator terminates its instance (records of older versions,
+    /// without the field, read as live).
+    #[serde(default)]
+    pub state: RecordState,
+}
+
+/// The lifecycle of the incarnation a record describes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordState {
+    /// The incarnation is the node's current one: its CSR may be signed, its agent classified.
+    #[default]
+    Live,
+    /// The incarnation is being fenced (terminated and revoked before its successor).
+    Fencing,
+    /// The node is being deleted.
+    Deleting,
+}
+
+impl RecordState {
+    /// The name as written in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "Live",
+            Self::Fencing => "Fencing",
+            Self::Deleting => "Deleting",
+        }
+    }
 }
 
 /// The operator object a record belongs to.
@@ -123,6 +151,7 @@ pub(crate) mod tests {
                 node_uid: "6f0e5c1a-8d1b-4b6e-9f7a-2d7c1e0b9a11".into(),
                 incarnation: 1,
             },
+            state: RecordState::Live,
         }
     }
 
@@ -141,6 +170,7 @@ pub(crate) mod tests {
             "\"instanceId\"",
             "\"owner\"",
             "\"parameters\"",
+            "\"state\"",
         ]
         .iter()
         .map(|k| text.find(k).unwrap())
@@ -170,6 +200,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_record_without_a_state_reads_as_live() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("state");
+        let back: NodeRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(back.state, RecordState::Live);
+    }
+
+    #[test]
     fn bytes_round_trip() {
         let bytes = sample().to_bytes().unwrap();
         let back: NodeRecord = serde_json::from_slice(&bytes).unwrap();
@@ -195,6 +233,7 @@ pub(crate) mod tests {
             ("instance", |r| r.instance_id = None),
             ("incarnation", |r| r.owner.incarnation = 2),
             ("owner uid", |r| r.owner.node_uid = "other".into()),
+            ("state", |r| r.state = RecordState::Fencing),
         ];
         for (what, change) in changes {
             let mut r = sample();

@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::error::{service_parts, RecordsError};
 use super::keys::{KeyLayout, ParsedKey};
 use super::record::{sha256_hex, NodeRecord, RecordOwner};
-use super::{ListedRecord, Privacy, RecordListing, Records, WriteOutcome};
+use super::{Claim, ListedRecord, Privacy, RecordListing, Records, SignatureRecord, WriteOutcome};
 use crate::ca::validate_certname;
 
 /// Default timeout around each S3 call.
@@ -464,6 +464,9 @@ impl Records for S3Records {
                             listing.check_ins.insert(certname, at);
                         }
                     }
+                    Some(ParsedKey::Signature(certname)) => {
+                        listing.signatures.insert(certname);
+                    }
                     None => {}
                 }
             }
@@ -547,8 +550,70 @@ impl Records for S3Records {
             .await?;
         self.delete_object(&self.layout.check_in_key(certname))
             .await?;
-        tracing::debug!(certname, "node record and check-in deleted");
+        self.delete_object(&self.layout.signature_key(certname))
+            .await?;
+        tracing::debug!(
+            certname,
+            "node record, check-in and signature record deleted"
+        );
         Ok(())
+    }
+
+    async fn claim_signature(&self, claim: &SignatureRecord) -> Result<Claim, RecordsError> {
+        const OP: &str = "PutObject";
+        check_certname(&claim.certname)?;
+        let key = self.layout.signature_key(&claim.certname);
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(signature_bytes(claim)?));
+        match self.call(OP, Counter::Put, request.send()).await? {
+            Ok(_) => Ok(Claim::Created),
+            Err(e) if lost_race(&e) => match self.get_signature(&claim.certname).await? {
+                Some(existing) => Ok(Claim::Existing(existing)),
+                // Created and deleted again in between: the incarnation's record is being
+                // removed, so nothing may be signed for it now.
+                None => Err(RecordsError::PreconditionFailed { operation: OP, key }),
+            },
+            Err(e) => Err(self.error(OP, e)),
+        }
+    }
+
+    async fn get_signature(&self, certname: &str) -> Result<Option<SignatureRecord>, RecordsError> {
+        check_certname(certname)?;
+        let key = self.layout.signature_key(certname);
+        let Some((bytes, _)) = self.get_object(&key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| RecordsError::InvalidRecord { key, source })
+    }
+
+    async fn put_signature(&self, signature: &SignatureRecord) -> Result<(), RecordsError> {
+        const OP: &str = "PutObject";
+        check_certname(&signature.certname)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.layout.signature_key(&signature.certname))
+            .content_type("application/json")
+            .body(ByteStream::from(signature_bytes(signature)?));
+        self.call(OP, Counter::Put, request.send())
+            .await?
+            .map_err(|e| self.error(OP, e))?;
+        Ok(())
+    }
+
+    async fn delete_signature(&self, certname: &str) -> Result<(), RecordsError> {
+        check_certname(certname)?;
+        self.delete_object(&self.layout.signature_key(certname))
+            .await
     }
 
     async fn record_check_in(&self, certname: &str, at: DateTime<Utc>) -> Result<(), RecordsError> {
@@ -582,6 +647,16 @@ fn check_certname(certname: &str) -> Result<(), RecordsError> {
             _ => "not a valid certname",
         },
     })
+}
+
+fn signature_bytes(signature: &SignatureRecord) -> Result<Vec<u8>, RecordsError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(signature).map_err(|source| RecordsError::Encode {
+            certname: signature.certname.clone(),
+            source,
+        })?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 fn no_etag(operation: &'static str) -> RecordsError {

@@ -206,6 +206,12 @@ impl PuppetCa for FlakyCa {
     async fn revoke_and_clean(&self, certname: &str) -> Result<(), CaError> {
         self.current().revoke_and_clean(certname).await
     }
+    async fn certificate_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
+        self.current().certificate_pem(certname).await
+    }
+    async fn remove_request(&self, certname: &str) -> Result<bool, CaError> {
+        self.current().remove_request(certname).await
+    }
     async fn ca_certificate(&self) -> Result<String, CaError> {
         self.current().ca_certificate().await
     }

@@ -57,6 +57,15 @@ impl PuppetCa for RecordingCa {
         self.listing.lock().unwrap().retain(|c| c.name != certname);
         Ok(())
     }
+    async fn certificate_pem(&self, _certname: &str) -> Result<Option<String>, CaError> {
+        Ok(None)
+    }
+    async fn remove_request(&self, certname: &str) -> Result<bool, CaError> {
+        let mut listing = self.listing.lock().unwrap();
+        let before = listing.len();
+        listing.retain(|c| !(c.name == certname && c.state == CertState::Requested));
+        Ok(listing.len() != before)
+    }
     async fn ca_certificate(&self) -> Result<String, CaError> {
         Ok(CA_PEM.to_string())
     }

@@ -132,5 +132,6 @@ pub fn record(certname: &str, node_uid: &str) -> NodeRecord {
             node_uid: node_uid.into(),
             incarnation: 1,
         },
+        state: Default::default(),
     }
 }

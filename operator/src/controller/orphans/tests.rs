@@ -81,8 +81,11 @@ fn snap(
         records: RecordListing {
             records: records.into_iter().collect(),
             check_ins: BTreeMap::new(),
+            signatures: Default::default(),
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        ca_error: None,
+        degraded_reads: Default::default(),
         taken: Instant::now(),
         ca_taken: Instant::now(),
     }

@@ -85,6 +85,22 @@ impl Records for FakeRecords {
         Ok(())
     }
 
+    async fn claim_signature(&self, _: &SignatureRecord) -> Result<Claim, RecordsError> {
+        Ok(Claim::Created)
+    }
+
+    async fn get_signature(&self, _: &str) -> Result<Option<SignatureRecord>, RecordsError> {
+        Ok(None)
+    }
+
+    async fn put_signature(&self, _: &SignatureRecord) -> Result<(), RecordsError> {
+        Ok(())
+    }
+
+    async fn delete_signature(&self, _: &str) -> Result<(), RecordsError> {
+        Ok(())
+    }
+
     async fn probe(&self) -> Result<Privacy, RecordsError> {
         Ok(Privacy::Private)
     }
@@ -120,6 +136,14 @@ impl PuppetCa for FakeCa {
 
     async fn revoke_and_clean(&self, _: &str) -> Result<(), CaError> {
         Ok(())
+    }
+
+    async fn certificate_pem(&self, _: &str) -> Result<Option<String>, CaError> {
+        Ok(None)
+    }
+
+    async fn remove_request(&self, _: &str) -> Result<bool, CaError> {
+        Ok(false)
     }
 
     async fn ca_certificate(&self) -> Result<String, CaError> {

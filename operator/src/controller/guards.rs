@@ -1,0 +1,119 @@
+//! Per-master bounds on what hostile input or a restored CA can make the operator do:
+//! how fast refused CSRs are removed from the CA, and how many nodes whose certificate
+//! vanished are replaced at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::cloud::{BucketLimits, TokenBucket};
+
+/// Refused CSRs removed per master: a burst of 10, then one every 5 s. A flood of bad
+/// CSRs is refused (and reported) as fast as it comes, but removed only at this pace.
+pub const CSR_REMOVALS: BucketLimits = BucketLimits::new(10, 0.2);
+
+/// Nodes of one master replaced at once because their certificate vanished from the CA.
+pub const DEFAULT_MAX_REPLACEMENTS: usize = 3;
+
+/// Token buckets for removing refused CSRs, one per master.
+#[derive(Default)]
+pub struct CsrRemovals {
+    buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+}
+
+impl CsrRemovals {
+    /// Whether a refused CSR of `master_key` may be removed now.
+    pub async fn allow(&self, master_key: &str) -> bool {
+        let bucket = {
+            let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+            map.entry(master_key.to_string())
+                .or_insert_with(|| Arc::new(TokenBucket::new(Some(CSR_REMOVALS))))
+                .clone()
+        };
+        bucket.try_acquire().await
+    }
+
+    /// Forgets a master (deleted).
+    pub fn forget(&self, master_key: &str) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(master_key);
+    }
+}
+
+/// Which nodes of each master hold one of its replacement slots.
+#[derive(Default)]
+pub struct ReplacementSlots {
+    held: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl ReplacementSlots {
+    /// Takes (or keeps) a slot of `master_key` for `node_key`; `false` when `limit` other
+    /// nodes hold them all.
+    pub fn acquire(&self, master_key: &str, node_key: &str, limit: usize) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let nodes = held.entry(master_key.to_string()).or_default();
+        if nodes.contains(node_key) {
+            return true;
+        }
+        if nodes.len() >= limit {
+            return false;
+        }
+        nodes.insert(node_key.to_string());
+        true
+    }
+
+    /// Gives the node's slot back (its replacement completed, or it is deleted).
+    pub fn release(&self, master_key: &str, node_key: &str) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(nodes) = held.get_mut(master_key) {
+            nodes.remove(node_key);
+            if nodes.is_empty() {
+                held.remove(master_key);
+            }
+        }
+    }
+
+    /// Slots of `master_key` in use.
+    pub fn in_use(&self, master_key: &str) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(master_key)
+            .map_or(0, BTreeSet::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacement_slots_are_bounded_per_master_and_kept_by_their_holder() {
+        let slots = ReplacementSlots::default();
+        assert!(slots.acquire("ns/pm", "ns/a", 2));
+        assert!(slots.acquire("ns/pm", "ns/b", 2));
+        assert!(!slots.acquire("ns/pm", "ns/c", 2), "a third waits");
+        assert!(slots.acquire("ns/pm", "ns/a", 2), "a holder keeps its slot");
+        assert!(slots.acquire("ns/other", "ns/c", 2), "per master");
+        slots.release("ns/pm", "ns/a");
+        assert!(slots.acquire("ns/pm", "ns/c", 2));
+        assert_eq!(slots.in_use("ns/pm"), 2);
+    }
+
+    #[tokio::test]
+    async fn csr_removals_are_rate_bounded_per_master() {
+        let removals = CsrRemovals::default();
+        let mut allowed = 0;
+        for _ in 0..50 {
+            if removals.allow("ns/pm").await {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 10, "the burst, then nothing until a refill");
+        assert!(
+            removals.allow("ns/other").await,
+            "other masters are not starved"
+        );
+    }
+}
