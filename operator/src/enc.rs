@@ -2,8 +2,9 @@
 //!
 //! Prints the node's classification from its S3 record as Puppet ENC YAML and records a
 //! check-in beside the record, which the controller turns into `Classified` and
-//! `lastCheckIn`. Exit codes: 0 classified, 1 unknown node (the 2010 script's behaviour:
-//! Puppet then refuses the catalog), 2 the records store failed (also refuses, safely).
+//! `lastCheckIn`. Exit codes: 0 classified, 1 unknown node, including a certname the
+//! operator could not have issued (the 2010 script's behaviour: Puppet then refuses the
+//! catalog), 2 the records store failed (also refuses, safely).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::records::{NodeRecord, Records, RecordsError};
+use crate::ca::validate_certname;
+use crate::records::{NodeRecord, RecordState, Records, RecordsError};
 
 /// Why the ENC could not answer.
 #[derive(thiserror::Error, Debug)]
@@ -63,14 +65,30 @@ pub enum Answer {
 
 /// Classifies `certname` and records the check-in. A failed check-in does not withhold the
 /// classification (the agent must still get its catalog); it is reported on stderr.
+///
+/// A certname the operator could never have issued (see [`validate_certname`]) is an
+/// unknown node, not a store failure: the operator has no record for it by construction,
+/// and the store is not asked.
 pub async fn classify(
     records: &dyn Records,
     certname: &str,
     now: DateTime<Utc>,
 ) -> Result<Answer, EncError> {
+    if validate_certname(certname).is_err() {
+        return Ok(Answer::Unknown);
+    }
     let Some(record) = records.get(certname).await? else {
         return Ok(Answer::Unknown);
     };
+    // Only the current, live incarnation is classified: a record marked fencing or
+    // deleting belongs to an instance being terminated.
+    if record.state != RecordState::Live {
+        eprintln!(
+            "puppet-conductor enc: {certname} is {} (its instance is being terminated)",
+            record.state.as_str()
+        );
+        return Ok(Answer::Unknown);
+    }
     let yaml = render(&record)?;
     if let Err(error) = records.record_check_in(certname, now).await {
         eprintln!("puppet-conductor enc: check-in of {certname} not recorded: {error}");
@@ -84,7 +102,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::RecordOwner;
+    use crate::records::{RecordOwner, RecordState};
 
     fn record() -> NodeRecord {
         NodeRecord {
@@ -105,6 +123,7 @@ mod tests {
                 node_uid: "uid".into(),
                 incarnation: 1,
             },
+            state: RecordState::Live,
         }
     }
 
@@ -119,6 +138,44 @@ mod tests {
             !yaml.contains("challenge") && !yaml.contains("owner") && !yaml.contains("i-0123"),
             "{yaml}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_certname_is_an_unknown_node_and_the_store_is_not_asked() {
+        // A store that fails every call: any call it gets turns the answer into an error.
+        let store = crate::records::S3Records::new(&crate::records::RecordsConfig {
+            bucket: "records".into(),
+            prefix: "nodes/".into(),
+            region: "us-east-1".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            force_path_style: true,
+            credentials: Some(crate::records::StaticCredentials {
+                access_key_id: "testing".into(),
+                secret_access_key: "testing".into(),
+                session_token: None,
+            }),
+            call_timeout: Duration::from_secs(2),
+        })
+        .await;
+        for certname in [
+            "bad/certname",
+            "",
+            "..",
+            "Upper.example.com",
+            "-flag",
+            "a?b",
+        ] {
+            let answer = classify(&store, certname, Utc::now()).await;
+            assert!(
+                matches!(answer, Ok(Answer::Unknown)),
+                "{certname:?}: {answer:?}"
+            );
+        }
+        assert_eq!(store.calls(), 0, "no call for an invalid certname");
+        // A valid certname does reach the (failing) store: exit 2, not 1.
+        let answer = classify(&store, "web-1", Utc::now()).await;
+        assert!(matches!(answer, Err(EncError::Records(_))), "{answer:?}");
+        assert!(store.calls() > 0);
     }
 
     #[test]

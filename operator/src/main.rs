@@ -1,5 +1,6 @@
 //! The `puppet-conductor` binary: argument parsing and dispatch only.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use puppet_conductor::autosign;
+use puppet_conductor::ca::csr_input::{single_csr_pem, MAX_CSR_INPUT};
+use puppet_conductor::ca::validate_certname;
 use puppet_conductor::cloud::StaticCredentials;
 use puppet_conductor::enc::{self, Answer};
 use puppet_conductor::records::{RecordsConfig, S3Records};
@@ -29,9 +32,11 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// External node classifier for puppetserver (`external_nodes`): prints the node's
-    /// classification from its record; exit 1 for an unknown node, 2 when the store fails.
+    /// classification from its record; exit 1 for an unknown node (or a certname the
+    /// operator never issues), 2 when the store fails.
     Enc {
-        /// The node's certname (puppetserver passes it as the only argument).
+        /// The node's certname. Configure `external_nodes = puppet-conductor enc --`: puppetserver
+        /// appends the certname, and after `--` it is never read as an option.
         certname: String,
         /// Print an empty classification for unknown nodes (exit 0) so Puppet falls back to
         /// its own node definitions, instead of refusing the catalog.
@@ -40,10 +45,12 @@ enum Command {
         #[command(flatten)]
         records: RecordsArgs,
     },
-    /// Policy-based autosign executable for puppetserver (`autosign`): CSR PEM on stdin;
-    /// exit 0 signs, anything else leaves the CSR waiting.
+    /// Policy-based autosign executable for puppetserver (`autosign`): exactly one CSR PEM
+    /// on stdin; exit 0 signs, anything else leaves the CSR waiting. Exits 1 for
+    /// anything but a verified CSR, including `--help`, `--version` and bad arguments.
     Autosign {
-        /// The certname of the CSR (puppetserver passes it as the only argument).
+        /// The certname of the CSR (the wrapper passes puppetserver's argument after `--`, so
+        /// it is never read as an option).
         certname: String,
         /// Sign CSRs that ask for DNS alt names (the master's `signing.allowDnsAltNames`).
         #[arg(long, env = "PC_AUTOSIGN_ALLOW_DNS_ALT_NAMES")]
@@ -60,12 +67,24 @@ async fn run_autosign(
     records: &RecordsArgs,
 ) -> anyhow::Result<ExitCode> {
     use std::io::Read;
-    let mut csr = String::new();
-    // Fail closed: an unreadable stdin is a refusal, like every other error.
-    if let Err(error) = std::io::stdin().take(64 * 1024).read_to_string(&mut csr) {
+    let mut input = Vec::new();
+    // One byte over the limit is read so that an oversized input is refused, not cut to a
+    // prefix that might parse. Fail closed: an unreadable stdin is a refusal too.
+    let limit = u64::try_from(MAX_CSR_INPUT)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    if let Err(error) = std::io::stdin().lock().take(limit).read_to_end(&mut input) {
         eprintln!("puppet-conductor autosign: not signing {certname}: reading the CSR: {error}");
         return Ok(ExitCode::from(1));
     }
+    // The decision must be about the one request the CA holds, not the first of several.
+    let csr = match single_csr_pem(&input) {
+        Ok(pem) => pem,
+        Err(error) => {
+            eprintln!("puppet-conductor autosign: not signing {certname}: {error}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let store = S3Records::new(&records.config()).await;
     match autosign::decide(&store, certname, &csr, allow_dns_alt_names).await {
         Ok(autosign::Decision::Sign) => {
@@ -165,7 +184,12 @@ async fn run_enc(
         Ok(Answer::Classified(yaml)) => yaml,
         Ok(Answer::Unknown) if fallback => enc::render_fallback()?,
         Ok(Answer::Unknown) => {
-            eprintln!("puppet-conductor enc: no record for {certname}");
+            match validate_certname(certname) {
+                Err(error) => eprintln!(
+                    "puppet-conductor enc: unknown node: not a certname the operator issues: {error}"
+                ),
+                Ok(()) => eprintln!("puppet-conductor enc: no record for {certname}"),
+            }
             return Ok(ExitCode::from(1));
         }
         Err(error) => {
@@ -179,8 +203,49 @@ async fn run_enc(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `args` (with the program name first) ask for the `autosign` subcommand: its
+/// first non-option argument, which is where clap looks for a subcommand (the top level
+/// has only `--help` and `--version`, which take no value).
+fn requests_autosign(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .find(|arg| !arg.to_str().is_some_and(|a| a.starts_with('-')))
+        .is_some_and(|arg| arg == "autosign")
+}
+
+/// Puppetserver reads exit 0 as "sign": for the autosign subcommand, help, version and
+/// every argument error must be a refusal, not clap's exit 0 (or 2).
+fn refuse_autosign_arguments(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let why = match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "help requested".to_owned()
+        }
+        ErrorKind::DisplayVersion => "version requested".to_owned(),
+        _ => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_owned()
+        }
+    };
+    eprintln!(
+        "puppet-conductor autosign: not signing: {why} \
+         (usage: puppet-conductor autosign [OPTIONS] -- <CERTNAME>, one CSR PEM on stdin)"
+    );
+    // Then clap's own text (help, version or the error with its usage), for a human.
+    eprintln!("{}", error.to_string().trim_end());
+    ExitCode::from(1)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) if requests_autosign(&args) => return Ok(refuse_autosign_arguments(&error)),
+        // Everything else keeps clap's behaviour (help and version exit 0, errors exit 2).
+        Err(error) => error.exit(),
+    };
     match cli.command {
         Command::Run(args) => {
             telemetry::init(args.log_format, &args.log_filter).context("starting logs")?;

@@ -114,7 +114,7 @@ write_wrappers() {
     cat >"$PC_PS_DIR/enc-wrapper.sh" <<EOF
 #!/bin/bash
 # ENC for the test puppetserver (external_nodes); made by tests/services/up.sh.
-# Runs \$PUPPET_CONDUCTOR_BIN enc <certname> with the settings from enc.env and
+# Runs \$PUPPET_CONDUCTOR_BIN enc -- <certname> with the settings from enc.env and
 # logs one line per call. Puppetserver calls it twice per agent run.
 set -uo pipefail
 state=$PC_STATE_DIR
@@ -131,7 +131,7 @@ if [[ -z "\${PUPPET_CONDUCTOR_BIN:-}" ]]; then
     echo "enc-wrapper: PUPPET_CONDUCTOR_BIN is not set; write it to \$state/enc.env" >&2
     rc=1
 else
-    "\$PUPPET_CONDUCTOR_BIN" enc "\$certname" || rc=\$?
+    "\$PUPPET_CONDUCTOR_BIN" enc -- "\$certname" || rc=\$?
 fi
 printf '%s certname=%s exit=%s ms=%s\n' "\$(date -u +%FT%TZ)" "\$certname" "\$rc" \
     "\$(( (\$(date +%s%N) - t0) / 1000000 ))" >>"\$state/enc.log"
@@ -142,7 +142,7 @@ EOF
     cat >"$PC_PS_DIR/autosign-wrapper.sh" <<EOF
 #!/bin/bash
 # Policy-based autosign for the test puppetserver; made by tests/services/up.sh.
-# autosign.mode "policy": run \$PUPPET_CONDUCTOR_BIN autosign <certname>, CSR
+# autosign.mode "policy": run \$PUPPET_CONDUCTOR_BIN autosign -- <certname>, CSR
 # PEM on stdin. Anything else (absent, "off"): exit 1, the CSR stays requested.
 set -uo pipefail
 state=$PC_STATE_DIR
@@ -165,7 +165,7 @@ if [[ "\$mode" == policy ]]; then
         cat >/dev/null
     else
         rc=0
-        "\$PUPPET_CONDUCTOR_BIN" autosign "\$certname" || rc=\$?
+        "\$PUPPET_CONDUCTOR_BIN" autosign -- "\$certname" || rc=\$?
     fi
 else
     # Read the CSR anyway so puppetserver never writes into a closed pipe.

@@ -49,23 +49,12 @@ impl PuppetCa for HttpCa {
     }
 
     async fn csr_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
-        const OP: &str = "csr";
         validate_certname(certname)?;
-        self.bounded(OP, async {
-            let url = self.url(&["certificate_request", certname])?;
-            let response = self
-                .send(OP, self.request(Method::GET, url, Accept::Pem))
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !response.status().is_success() {
-                return Err(status_error(OP, response).await);
-            }
-            self.pem(OP, response, "CERTIFICATE REQUEST")
-                .await
-                .map(Some)
-        })
+        self.optional_pem(
+            "csr",
+            &["certificate_request", certname],
+            "CERTIFICATE REQUEST",
+        )
         .await
     }
 
@@ -127,36 +116,30 @@ impl PuppetCa for HttpCa {
     }
 
     async fn certificate_pem(&self, certname: &str) -> Result<Option<String>, CaError> {
-        const OP: &str = "certificate";
         validate_certname(certname)?;
-        self.bounded(OP, async {
-            let url = self.url(&["certificate", certname])?;
-            let response = self
-                .send(OP, self.request(Method::GET, url, Accept::Pem))
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !response.status().is_success() {
-                return Err(status_error(OP, response).await);
-            }
-            self.pem(OP, response, "CERTIFICATE").await.map(Some)
-        })
-        .await
+        self.optional_pem("certificate", &["certificate", certname], "CERTIFICATE")
+            .await
     }
 
     async fn remove_request(&self, certname: &str) -> Result<bool, CaError> {
         const OP: &str = "remove_request";
         validate_certname(certname)?;
         self.bounded(OP, async {
-            match self.fetch_status(OP, certname).await? {
-                Some(info) if info.state == CertState::Requested => {
-                    self.delete_request(OP, certname).await?;
-                    tracing::info!(certname, "waiting CSR removed from the Puppet CA");
-                    Ok(true)
+            let requested = match self.fetch_status(OP, certname).await {
+                Ok(info) => info.is_some_and(|i| i.state == CertState::Requested),
+                // puppetserver cannot render the status of some malformed CSRs (a repeated
+                // extension answers 500): the CSR itself is still served, so it is one.
+                Err(CaError::Status { status, .. }) if status >= 500 => {
+                    self.csr_pem(certname).await?.is_some()
                 }
-                _ => Ok(false),
+                Err(e) => return Err(e),
+            };
+            if !requested {
+                return Ok(false);
             }
+            self.delete_request(OP, certname).await?;
+            tracing::info!(certname, "waiting CSR removed from the Puppet CA");
+            Ok(true)
         })
         .await
     }
@@ -217,6 +200,29 @@ impl HttpCa {
             return Ok(());
         }
         Err(status_error(operation, response).await)
+    }
+
+    /// GET a PEM document that may be absent (404 as `None`), under the timeout.
+    async fn optional_pem(
+        &self,
+        operation: &'static str,
+        segments: &[&str],
+        label: &str,
+    ) -> Result<Option<String>, CaError> {
+        self.bounded(operation, async {
+            let url = self.url(segments)?;
+            let response = self
+                .send(operation, self.request(Method::GET, url, Accept::Pem))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !response.status().is_success() {
+                return Err(status_error(operation, response).await);
+            }
+            self.pem(operation, response, label).await.map(Some)
+        })
+        .await
     }
 
     /// GET a PEM document that must exist.

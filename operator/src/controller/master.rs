@@ -21,7 +21,7 @@ use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER, MASTER_FINALIZER};
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
 use crate::api::node::{Phase, PuppetNode};
-use crate::ca::{pem_fingerprint, CertState, CertificateInfo};
+use crate::ca::{pem_fingerprint, CaError, CertState, CertificateInfo};
 use crate::identity;
 
 /// What this pass saw of the master's CA queue.
@@ -280,14 +280,38 @@ async fn probe_ca(services: &MasterServices) -> CaProbe {
         },
         Err(e) => CaProbe {
             fingerprint: Probe::Failed {
-                reason: "CAClientNotAllowed",
-                message: format!(
-                    "the CA answered but refused to list CSRs (check auth.conf allows the client certificate): {}",
-                    chain(&e)
-                ),
+                reason: listing_failure_reason(&e),
+                message: listing_failure_message(&e),
             },
             pending: None,
         },
+    }
+}
+
+/// The `CAReachable` reason when the CA answered its certificate but not the listing.
+fn listing_failure_reason(error: &CaError) -> &'static str {
+    match error {
+        CaError::Status {
+            status: 401 | 403, ..
+        } => "CAClientNotAllowed",
+        CaError::Status { status, .. } if *status >= 500 => "CAListingFailed",
+        _ => "CAListingUnavailable",
+    }
+}
+
+/// What to tell the user about a failed listing: only a refusal points at auth.conf; a
+/// server error is usually one malformed CSR that puppetserver cannot list.
+fn listing_failure_message(error: &CaError) -> String {
+    match error {
+        CaError::Status { status: 401 | 403, .. } => format!(
+            "the CA answered but refused to list CSRs (check auth.conf allows the client certificate): {}",
+            chain(error)
+        ),
+        CaError::Status { status, .. } if *status >= 500 => format!(
+            "the CA's certificate_statuses listing fails with a server error, usually because of one malformed CSR it cannot list; nodes waiting for a CSR are read one by one meanwhile (find the CSR in the puppetserver log and delete it): {}",
+            chain(error)
+        ),
+        _ => format!("listing the CA's CSRs failed: {}", chain(error)),
     }
 }
 
@@ -425,5 +449,29 @@ impl MasterMemory {
             // Poisoned: repeating an event is better than losing it.
             Err(_) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> CaError {
+        CaError::Status {
+            operation: "list",
+            status: code,
+            message: "boom".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn a_failing_listing_names_its_real_cause() {
+        assert_eq!(listing_failure_reason(&status(403)), "CAClientNotAllowed");
+        assert!(listing_failure_message(&status(403)).contains("auth.conf"));
+        assert_eq!(listing_failure_reason(&status(500)), "CAListingFailed");
+        let server_error = listing_failure_message(&status(500));
+        assert!(server_error.contains("malformed CSR"), "{server_error}");
+        assert!(!server_error.contains("auth.conf"), "{server_error}");
     }
 }

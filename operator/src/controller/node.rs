@@ -251,9 +251,13 @@ async fn converge(
     if let Some(other) = &conflict {
         report_conflict(ctx, node, &certname, other).await;
     }
+    let at_ca = at_ca
+        .flatten()
+        .filter(|_| the_plan.incarnation == first.incarnation);
     let view = |standing, recorded| CertView {
         standing,
         recorded,
+        at_ca: at_ca.as_ref(),
         conflict: conflict.as_deref(),
     };
     let outcome = match acting.run(&the_plan).await {
@@ -296,8 +300,13 @@ async fn converge(
     report_adoption(ctx, node, &the_plan, &outcome).await;
     let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
     let mut signed = false;
-    if let (Phase::AwaitingCsr, Standing::Requested, Some(instance_id)) =
-        (the_plan.phase, standing, the_plan.instance_id.as_deref())
+    // Any CSR waiting for the current certname is policed, whatever was signed before:
+    // after a clean, a new CSR is a replay to refuse and remove.
+    let csr_waiting = at_ca
+        .as_ref()
+        .is_some_and(|c| c.state == CertState::Requested);
+    if let (Phase::AwaitingCsr, true, Some(instance_id)) =
+        (the_plan.phase, csr_waiting, the_plan.instance_id.as_deref())
     {
         match police_waiting_csr(&acting, the_plan.incarnation, instance_id).await {
             Ok(SigningOutcome::Signed) => signed = true,
@@ -501,6 +510,8 @@ async fn report_lost_certificate(
 struct CertView<'a> {
     standing: Standing,
     recorded: Option<&'a Recorded>,
+    /// The CA's entry (from the listing, or the per-certname read when it failed).
+    at_ca: Option<&'a CertificateInfo>,
     conflict: Option<&'a str>,
 }
 
@@ -566,10 +577,7 @@ async fn write_status(
     // Certificate: what the CA lists against what was recorded at signing. An unknown
     // CA keeps what status said (unknown is not "gone").
     let standing = cert_view.standing;
-    let cert = snapshot
-        .certificates
-        .as_ref()
-        .and_then(|c| c.get(&certname));
+    let cert = cert_view.at_ca;
     let previously_signed = is_true(
         node.status
             .as_ref()

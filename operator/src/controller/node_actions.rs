@@ -299,11 +299,10 @@ impl Acting<'_> {
         };
         match info {
             None => {}
-            Some(info) if info.state == CertState::Requested => {
-                if self.conflict.is_none() {
-                    self.services.ca.remove_request(&certname).await?;
-                }
+            Some(info) if info.state == CertState::Requested && self.conflict.is_none() => {
+                self.services.ca.remove_request(&certname).await?;
             }
+            Some(info) if info.state == CertState::Requested => {}
             Some(info) => {
                 let ours = match &signature {
                     Some(s) => match (&s.fingerprint, &info.fingerprint) {

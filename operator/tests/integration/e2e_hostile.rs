@@ -59,10 +59,9 @@ async fn hostile_csrs_are_refused_with_a_warning_and_never_signed() {
         for _ in 0..2 {
             h.reconcile("target-1").await.unwrap();
         }
-        assert_eq!(
-            ca.status(&certname).await.unwrap().unwrap().state,
-            CertState::Requested,
-            "{what}: never signed"
+        assert!(
+            ca.status(&certname).await.unwrap().is_none(),
+            "{what}: never signed, and removed so the real agent can submit"
         );
         assert!(
             h.events
@@ -85,8 +84,8 @@ async fn hostile_csrs_are_refused_with_a_warning_and_never_signed() {
 
 /// Two agents race for one certname: the CA keeps one CSR per certname, and the reconciler
 /// signs only if the CSR it finds is the verified one. A hostile CSR that arrives first is
-/// refused (and blocks the real agent until it is cleaned, but nothing wrong is signed); a
-/// real CSR that arrives first is signed and the hostile one gets no certificate.
+/// refused and removed (the real agent's next submission then goes through); a real CSR
+/// that arrives first is signed and the hostile one gets no certificate.
 #[tokio::test]
 async fn two_csrs_racing_for_one_certname_never_sign_the_hostile_one() {
     let nodes = vec![
@@ -125,16 +124,31 @@ async fn two_csrs_racing_for_one_certname_never_sign_the_hostile_one() {
     for _ in 0..2 {
         h.reconcile("race-1").await.unwrap();
     }
-    assert_eq!(
-        ca.status(&one.certname).await.unwrap().unwrap().state,
-        CertState::Requested,
-        "hostile CSR not signed"
+    assert!(
+        ca.status(&one.certname).await.unwrap().is_none(),
+        "hostile CSR not signed, and removed"
     );
     assert!(h
         .events
         .all()
         .iter()
         .any(|ev| ev.warning && ev.reason == "CSRWrongChallenge"));
+    let again = svc
+        .puppet
+        .run_agent(
+            &one.certname,
+            Some(&real_challenge),
+            Some(&one.instance_id),
+            None,
+        )
+        .await;
+    assert_eq!(again.code, 1, "{}", again.output);
+    h.reconcile("race-1").await.unwrap();
+    assert_eq!(
+        ca.status(&one.certname).await.unwrap().unwrap().state,
+        CertState::Signed,
+        "the real agent's resubmission is signed"
+    );
 
     // Real first: signed; the hostile agent that comes later gets no certificate.
     let two = e.launch("race-2").await;

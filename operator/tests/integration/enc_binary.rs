@@ -1,19 +1,22 @@
 //! `puppet-conductor enc` as puppetserver runs it: a record in moto's S3 → ENC YAML and a
-//! check-in; no record → exit 1 (or the fallback); a broken store → exit 2.
+//! check-in; no record → exit 1 (or the fallback); a broken store → exit 2; a certname the
+//! operator never issues → exit 1, whatever the store.
 
 use std::process::Command;
 use std::time::Instant;
 
-use puppet_conductor::records::{NodeRecord, RecordOwner, Records};
+use puppet_conductor::records::{NodeRecord, RecordOwner, RecordState, Records};
 
 use crate::common::services::Services;
 use crate::node_support::*;
 
+/// Runs `enc [extra] -- <certname>`, as the documented `external_nodes = ... enc --` does.
 fn enc(endpoint: &str, bucket: &str, certname: &str, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_puppet-conductor"))
         .arg("enc")
-        .arg(certname)
         .args(extra)
+        .arg("--")
+        .arg(certname)
         .env_clear()
         .env("PC_RECORDS_BUCKET", bucket)
         .env("PC_RECORDS_ENDPOINT", endpoint)
@@ -51,6 +54,7 @@ async fn enc_prints_the_record_and_checks_in() {
             node_uid: "uid-1".into(),
             incarnation: 1,
         },
+        state: RecordState::Live,
     };
     moto.records.put_if_changed(&record, None).await.unwrap();
 
@@ -110,4 +114,42 @@ async fn enc_prints_the_record_and_checks_in() {
         (2, ""),
         "store down: exit 2, nothing printed: {stderr}"
     );
+}
+
+#[test]
+fn enc_answers_unknown_for_a_certname_the_operator_never_issues() {
+    // The store is unreachable: a certname that reached it would be a store failure (2).
+    for certname in [
+        "bad/certname",
+        "..",
+        "Upper.example.com",
+        "a b",
+        "--help",
+        "",
+    ] {
+        let (code, stdout, stderr) = enc(
+            "http://127.0.0.1:9",
+            "records",
+            certname,
+            &["--records-timeout", "1"],
+        );
+        assert_eq!(
+            (code, stdout.as_str()),
+            (1, ""),
+            "{certname:?}: unknown node, nothing printed: {stderr}"
+        );
+        assert!(
+            stderr.contains("unknown node: not a certname the operator issues"),
+            "{certname:?}: {stderr}"
+        );
+    }
+    // Like any unknown node, it gets the fallback when asked for.
+    let (code, stdout, stderr) = enc(
+        "http://127.0.0.1:9",
+        "records",
+        "bad/certname",
+        &["--fallback-to-node-definitions"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("classes: []"), "{stdout}");
 }

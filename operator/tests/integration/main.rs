@@ -9,7 +9,9 @@
 
 mod common;
 
+mod autosign_binary;
 mod ca_client;
+mod ca_hostile_contract;
 mod ca_smoke;
 mod cloud_ec2;
 mod cloud_faults;
@@ -24,6 +26,7 @@ mod e2e_ca_down;
 mod e2e_hostile;
 mod e2e_policy;
 mod e2e_support;
+mod e2e_trust;
 mod enc_binary;
 mod http_endpoints;
 mod iam_policy;
