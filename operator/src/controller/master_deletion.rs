@@ -44,6 +44,8 @@ pub async fn finish_deletion(
     let waiting = referencing_nodes(&live.phases);
     if waiting == 0 {
         remove_finalizer(&masters, master, MASTER_FINALIZER).await?;
+        ctx.csr_removals
+            .forget(&format!("{namespace}/{}", master.name_any()));
         ctx.events
             .publish(
                 &master.object_ref(&()),

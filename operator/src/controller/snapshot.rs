@@ -28,8 +28,6 @@ pub struct Snapshot {
     pub records: RecordListing,
     /// Certificates and CSRs by certname; `None` when the CA could not be listed.
     pub certificates: Option<HashMap<String, CertificateInfo>>,
-    /// Why the CA listing failed, when it did.
-    pub ca_error: Option<String>,
     /// Per-certname CA reads left for this CA listing while it is failing: nodes waiting
     /// for a CSR fall back to them, at most this many per poll interval.
     pub degraded_reads: Arc<AtomicUsize>,
@@ -63,24 +61,21 @@ impl Snapshot {
 /// The CA's certificates and CSRs by certname. The listing only refines status and
 /// revocation; an unreachable CA must not stop launches or deletion of instances, so it
 /// is optional (`None`).
-type CaListing = (Option<HashMap<String, CertificateInfo>>, Option<String>);
+type CaListing = Option<HashMap<String, CertificateInfo>>;
 
 async fn list_ca(master_key: &str, services: &MasterServices) -> CaListing {
     match services.ca.list(None).await {
-        Ok(list) => (
-            Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
-            None,
-        ),
+        Ok(list) => Some(list.into_iter().map(|c| (c.name.clone(), c)).collect()),
         Err(error) => {
             let why = super::error::chain(&error);
             tracing::warn!(master = master_key, error = %why, "CA listing failed; waiting nodes are read one by one");
-            (None, Some(why))
+            None
         }
     }
 }
 
 fn degraded_budget(listing: &CaListing) -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(if listing.0.is_none() {
+    Arc::new(AtomicUsize::new(if listing.is_none() {
         DEGRADED_READS_PER_POLL
     } else {
         0
@@ -127,7 +122,7 @@ impl SnapshotCache {
                 let mut next = (**s).clone();
                 let listing = list_ca(master_key, services).await;
                 next.degraded_reads = degraded_budget(&listing);
-                (next.certificates, next.ca_error) = listing;
+                next.certificates = listing;
                 next.ca_taken = Instant::now();
                 let next = Arc::new(next);
                 slot.snapshot = Some(next.clone());
@@ -136,15 +131,13 @@ impl SnapshotCache {
         }
         let instances = services.cloud.describe_master_instances(master_key).await?;
         let records = services.records.list().await?;
-        let listing = list_ca(master_key, services).await;
-        let degraded_reads = degraded_budget(&listing);
-        let (certificates, ca_error) = listing;
+        let certificates = list_ca(master_key, services).await;
+        let degraded_reads = degraded_budget(&certificates);
         let now = Instant::now();
         let snapshot = Arc::new(Snapshot {
             instances,
             records,
             certificates,
-            ca_error,
             degraded_reads,
             taken: now,
             ca_taken: now,

@@ -128,18 +128,24 @@ fn check(facts: &Facts<'_>, claims: &CsrClaims) -> Result<(), Refusal> {
     }
     match facts.signature {
         None => Ok(()),
-        Some(signature) => signature_allows(signature, record, &claims.public_key_sha256),
+        Some(signature) => signature_allows(
+            signature,
+            &record.owner.node_uid,
+            record.owner.incarnation,
+            &claims.public_key_sha256,
+        ),
     }
 }
 
-/// A signature record allows signing only the key it was claimed for, only for the
-/// record's incarnation, and only until the CA's certificate was confirmed.
+/// A signature record allows signing only the key it was claimed for, only for its own
+/// node and incarnation, and only until the CA's certificate was confirmed.
 fn signature_allows(
     signature: &SignatureRecord,
-    record: &NodeRecord,
+    node_uid: &str,
+    incarnation: i64,
     public_key_sha256: &str,
 ) -> Result<(), Refusal> {
-    if !signature.is_for(&record.owner.node_uid, record.owner.incarnation) {
+    if !signature.is_for(node_uid, incarnation) {
         return Err(Refusal::StaleSignature(signature.incarnation));
     }
     if signature.public_key_sha256 != public_key_sha256 {
@@ -177,19 +183,11 @@ pub fn claim_for(
 pub fn after_claim(claim: &Claim, ours: &SignatureRecord) -> Result<(), Refusal> {
     match claim {
         Claim::Created => Ok(()),
-        Claim::Existing(existing) => {
-            if !existing.is_for(&ours.node_uid, ours.incarnation) {
-                return Err(Refusal::StaleSignature(existing.incarnation));
-            }
-            if existing.public_key_sha256 != ours.public_key_sha256 {
-                return Err(Refusal::OtherKeySigned);
-            }
-            if existing.is_confirmed() {
-                return Err(Refusal::AlreadySigned {
-                    serial: existing.serial.clone(),
-                });
-            }
-            Ok(())
-        }
+        Claim::Existing(existing) => signature_allows(
+            existing,
+            &ours.node_uid,
+            ours.incarnation,
+            &ours.public_key_sha256,
+        ),
     }
 }

@@ -205,7 +205,6 @@ impl World {
                     .map(|c| (c.name.clone(), c))
                     .collect(),
             ),
-            ca_error: None,
             degraded_reads: Default::default(),
             taken: Instant::now(),
             ca_taken: Instant::now(),

@@ -84,7 +84,6 @@ fn snap(
             signatures: Default::default(),
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        ca_error: None,
         degraded_reads: Default::default(),
         taken: Instant::now(),
         ca_taken: Instant::now(),
