@@ -407,9 +407,10 @@ async fn certname_conflict(
         .map_err(ReconcileError::Kube)
 }
 
-/// What was recorded of the incarnation's signature: from status while it is current
-/// (no read), otherwise from the signature record (one read, only when one is listed).
-/// Also returns the signature record itself when it was read.
+/// What was recorded of the incarnation's signature. Nothing unless the listing shows a
+/// signature record for the certname (status alone may be stale: a merge can keep an older
+/// incarnation's fields); then from status while it is current (no read), otherwise from
+/// the record itself (one read). Also returns the signature record when it was read.
 async fn recorded_signature(
     node: &PuppetNode,
     services: &MasterServices,
@@ -417,6 +418,10 @@ async fn recorded_signature(
     id: &NodeIdentity,
     incarnation: i64,
 ) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
+    let certname = id.certname(node, incarnation);
+    if !snapshot.records.signatures.contains(&certname) {
+        return Ok((None, None));
+    }
     let status = node.status.as_ref();
     let from_status = status
         .filter(|s| s.incarnation == Some(incarnation))
@@ -429,10 +434,6 @@ async fn recorded_signature(
         });
     if from_status.is_some() {
         return Ok((from_status, None));
-    }
-    let certname = id.certname(node, incarnation);
-    if !snapshot.records.signatures.contains(&certname) {
-        return Ok((None, None));
     }
     let signature = services
         .records

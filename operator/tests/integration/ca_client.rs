@@ -73,6 +73,7 @@ fn agent_refused(output: &str) -> bool {
 
 #[tokio::test]
 async fn signed_agent_gets_its_certificate_and_loses_it_on_clean() {
+    let _listing = crate::e2e_support::CA_LISTING.read().await;
     let Some(puppet) = PuppetServer::from_env() else {
         return;
     };

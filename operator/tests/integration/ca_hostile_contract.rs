@@ -237,20 +237,20 @@ pub(crate) async fn delete_csr(puppet: &PuppetServer, certname: &str) -> StatusC
 /// Removes certnames from the CA when dropped, also while a test panics: DELETE
 /// (requests) then `clean` (certificates), on a thread of its own so it works
 /// from any runtime. Errors are only reported.
-struct CleanupGuard {
+pub(crate) struct CleanupGuard {
     puppet: PuppetServer,
     certnames: Vec<String>,
 }
 
 impl CleanupGuard {
-    fn new(puppet: &PuppetServer) -> Self {
+    pub(crate) fn new(puppet: &PuppetServer) -> Self {
         Self {
             puppet: puppet.clone(),
             certnames: Vec::new(),
         }
     }
 
-    fn add(&mut self, certname: &str) {
+    pub(crate) fn add(&mut self, certname: &str) {
         self.certnames.push(certname.to_owned());
     }
 }
@@ -338,6 +338,7 @@ async fn a_csr_with_a_repeated_extension_breaks_the_listing_but_not_other_certna
     // Other CA tests must not list while the bad CSR is there. Declared before
     // the cleanup guard: dropped after it.
     let _puppetserver = crate::e2e_support::PUPPETSERVER.lock().await;
+    let _listing = crate::e2e_support::CA_LISTING.write().await;
     let mut cleanup = CleanupGuard::new(&puppet);
     let ca = puppet.ca_client(DEFAULT_TIMEOUT);
     let good = crate::common::unique_certname("hostile-good");
@@ -429,6 +430,7 @@ async fn repeated_extensions_of_any_oid_break_the_listing_repeated_attributes_do
         return;
     };
     let _puppetserver = crate::e2e_support::PUPPETSERVER.lock().await;
+    let _listing = crate::e2e_support::CA_LISTING.write().await;
     let role = |value: &str| {
         CustomExtension::from_oid_content(
             &[1, 3, 6, 1, 4, 1, 34380, 1, 1, 13],

@@ -75,6 +75,7 @@ fn fingerprint(der: &[u8]) -> String {
 
 #[tokio::test]
 async fn agent_csr_is_listed_with_its_attributes_and_left_unsigned() {
+    let _listing = crate::e2e_support::CA_LISTING.read().await;
     let Some(puppet) = PuppetServer::from_env() else {
         return;
     };

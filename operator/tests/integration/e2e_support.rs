@@ -28,6 +28,10 @@ impl ServiceFactory for Fixed {
     }
 }
 
+/// Tests that list the shared CA take this for reading; a test that makes the listing fail
+/// (a CSR with a repeated extension) takes it for writing, so no listing sees its 500.
+pub(crate) static CA_LISTING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// enc.env and autosign.mode belong to the one puppetserver: one end-to-end test at a time.
 pub(crate) static PUPPETSERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

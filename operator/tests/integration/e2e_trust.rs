@@ -5,17 +5,23 @@
 //! 2. a CSR for a node being deleted (Policy mode: autosign reads the record's state);
 //! 3. a CSR for an old incarnation after a replacement (Policy mode, and the ENC);
 //! 4. two nodes claiming one certname on one CA;
-//! 5. a CSR that breaks puppetserver's listing;
+//! 5. a CSR that breaks puppetserver's listing (the real 500);
 //! 6. a squatter's CSR blocking the real agent (both modes).
 
-use puppet_conductor::api::master::SigningMode;
-use puppet_conductor::api::PuppetNode;
-use puppet_conductor::ca::{CaError, CertState, CertificateInfo, PuppetCa};
+use puppet_conductor::api::master::{CloudProvider, SigningMode};
+use puppet_conductor::api::{PuppetMaster, PuppetNode};
+use puppet_conductor::ca::{CaError, CertState, PuppetCa};
 use puppet_conductor::cloud::Cloud;
+use puppet_conductor::controller::context::NodeSettings;
+use puppet_conductor::controller::events::MemoryEvents;
+use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
+use puppet_conductor::controller::{Context, ReconcileError};
+use puppet_conductor::identity::ChallengeKey;
 use puppet_conductor::records::{RecordState, Records};
 use reqwest::StatusCode;
 
-use crate::ca_hostile_contract::{forge_csr, submit_csr};
+use crate::ca_hostile_contract::{delete_csr, forge_csr, submit_csr, CleanupGuard};
+use crate::common::services::Services;
 use crate::e2e_support::{autosign_mode, E2e, FlakyCa, Launched};
 use crate::node_support::*;
 
@@ -301,68 +307,48 @@ async fn two_nodes_claiming_one_certname_on_one_ca_sign_and_revoke_only_the_olde
     e.ca.revoke_and_clean(&shared).await.unwrap();
 }
 
-/// The real CA with the listing failing as `ca_hostile_contract` measured it for a CSR
-/// with a repeated extension (500, the same body); every other call is real. The real
-/// broken listing is not used here: other tests list the shared CA at the same time.
-struct BrokenListing(std::sync::Arc<dyn PuppetCa>);
-
-#[async_trait::async_trait]
-impl PuppetCa for BrokenListing {
-    async fn list(&self, _: Option<CertState>) -> Result<Vec<CertificateInfo>, CaError> {
-        Err(CaError::Status {
-            operation: "list",
-            status: 500,
-            message: "Internal Server Error: java.lang.IllegalArgumentException: repeated extension found: 1.3.6.1.4.1.34380.1.1.2".into(),
-            retry_after: None,
-        })
-    }
-    async fn status(&self, c: &str) -> Result<Option<CertificateInfo>, CaError> {
-        self.0.status(c).await
-    }
-    async fn csr_pem(&self, c: &str) -> Result<Option<String>, CaError> {
-        self.0.csr_pem(c).await
-    }
-    async fn sign(&self, c: &str) -> Result<(), CaError> {
-        self.0.sign(c).await
-    }
-    async fn revoke_and_clean(&self, c: &str) -> Result<(), CaError> {
-        self.0.revoke_and_clean(c).await
-    }
-    async fn certificate_pem(&self, c: &str) -> Result<Option<String>, CaError> {
-        self.0.certificate_pem(c).await
-    }
-    async fn remove_request(&self, c: &str) -> Result<bool, CaError> {
-        self.0.remove_request(c).await
-    }
-    async fn ca_certificate(&self) -> Result<String, CaError> {
-        self.0.ca_certificate().await
-    }
-    async fn crl(&self) -> Result<String, CaError> {
-        self.0.crl().await
-    }
-}
-
 #[tokio::test]
-async fn a_failing_ca_listing_does_not_stop_signing_a_good_node() {
+async fn a_csr_that_breaks_the_ca_listing_does_not_stop_signing_a_good_node() {
     let nodes = vec![node("l-1", "x", &["profile::base"])];
-    let Some(e) = E2e::start("trust-listing", SigningMode::Operator, nodes, |ca| {
-        std::sync::Arc::new(BrokenListing(ca))
-    })
-    .await
-    else {
+    let Some(e) = E2e::start("trust-listing", SigningMode::Operator, nodes, |ca| ca).await else {
         return;
     };
     let l = e.launch("l-1").await;
-    let code = real_agent(&e, &l, 1).await;
-    assert_eq!(code, 1);
-    e.h.converge("l-1", 2).await;
+    // No other test lists the shared CA while its listing is broken.
+    let _listing = crate::e2e_support::CA_LISTING.write().await;
+    let bad = crate::common::unique_certname("listing-breaker");
+    // Removed however the test ends (declared after the lock: dropped before it).
+    let mut cleanup = CleanupGuard::new(&e.svc.puppet);
+    cleanup.add(&bad);
+    let (pem, _) = forge_csr(&bad, None, None, true);
     assert_eq!(
-        e.ca.status(&l.certname).await.unwrap().map(|c| c.state),
+        submit_csr(&e.svc.puppet, &bad, &pem).await.0,
+        StatusCode::OK
+    );
+    let broken = e.ca.list(None).await;
+    let code = real_agent(&e, &l, 1).await;
+    e.h.converge("l-1", 2).await;
+    let status = e.ca.status(&l.certname).await;
+    let serial =
+        e.h.get("l-1")
+            .await
+            .status
+            .and_then(|s| s.certificate?.serial);
+    assert_eq!(
+        delete_csr(&e.svc.puppet, &bad).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        matches!(broken, Err(CaError::Status { status: 500, .. })),
+        "the listing answers 500: {broken:?}"
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        status.unwrap().map(|c| c.state),
         Some(CertState::Signed),
         "signed through a per-certname read"
     );
-    let st = e.h.get("l-1").await.status.unwrap();
-    assert!(st.certificate.unwrap().serial.is_some());
+    assert!(serial.is_some(), "and recorded");
     e.ca.revoke_and_clean(&l.certname).await.unwrap();
 }
 
@@ -407,4 +393,312 @@ async fn a_squatters_csr_is_removed_and_the_real_agent_signed_in_operator_mode()
 #[tokio::test]
 async fn a_squatters_csr_is_removed_and_the_real_agent_signed_in_policy_mode() {
     squatter_is_removed_and_the_real_agent_signed(SigningMode::Policy).await;
+}
+
+/// Services by the master's namespace: two masters, two buckets, two challenge keys, one CA.
+struct ByNamespace(std::collections::BTreeMap<String, std::sync::Arc<MasterServices>>);
+
+#[async_trait::async_trait]
+impl ServiceFactory for ByNamespace {
+    async fn services(
+        &self,
+        m: &PuppetMaster,
+    ) -> Result<std::sync::Arc<MasterServices>, ReconcileError> {
+        let ns = m.metadata.namespace.clone().unwrap_or_default();
+        self.0
+            .get(&ns)
+            .cloned()
+            .ok_or_else(|| ReconcileError::MasterNotFound(ns))
+    }
+}
+
+/// One team's master (own bucket) and a node with the shared certname, in namespace `ns`.
+struct Team {
+    ns: &'static str,
+    moto: MotoServices,
+    key: ChallengeKey,
+    master: PuppetMaster,
+    node: PuppetNode,
+}
+
+async fn team(svc: &Services, ns: &'static str, certname: &str) -> Team {
+    let bucket = unique(&format!("{ns}-records"));
+    let moto = MotoServices::new(&svc.moto_endpoint, crate::e2e_support::REGION, &bucket).await;
+    let name = unique(&format!("pm-{ns}"));
+    let mut m = master(
+        &name,
+        &svc.moto_endpoint,
+        crate::e2e_support::REGION,
+        &bucket,
+        CloudProvider::Ec2,
+    );
+    m.metadata.namespace = Some(ns.into());
+    m.spec.server = svc.puppet.server.clone();
+    m.spec.ca.url = svc.puppet.ca_url.clone();
+    m.spec.node_defaults.subnet_id = None;
+    m.spec.node_defaults.security_group_ids = Vec::new();
+    let mut n = node("web", &name, &["profile::base"]);
+    n.metadata.namespace = Some(ns.into());
+    n.spec.certname = Some(certname.to_owned());
+    Team {
+        ns,
+        moto,
+        key: ChallengeKey::generate(),
+        master: m,
+        node: n,
+    }
+}
+
+fn services_of(t: &Team, ca: &std::sync::Arc<dyn PuppetCa>, ca_pem: &str) -> MasterServices {
+    MasterServices {
+        cloud: t.moto.cloud.clone(),
+        records: t.moto.records.clone(),
+        ca: ca.clone(),
+        ca_cert_pem: ca_pem.to_owned(),
+        challenge_key: ChallengeKey::from_bytes(t.key.as_bytes()).unwrap(),
+    }
+}
+
+/// A context over a fake API holding both teams' masters and `nodes`.
+async fn two_team_context(
+    a: &Team,
+    b: &Team,
+    nodes: Vec<PuppetNode>,
+    ca: &std::sync::Arc<dyn PuppetCa>,
+    ca_pem: &str,
+) -> (
+    std::sync::Arc<Context>,
+    std::sync::Arc<MemoryEvents>,
+    kube::Client,
+) {
+    let mut builder = kube_fake_client::ClientBuilder::new()
+        .with_resource::<PuppetMaster>()
+        .with_resource::<PuppetNode>()
+        .with_object(a.master.clone())
+        .with_object(b.master.clone());
+    for n in nodes {
+        builder = builder.with_object(n);
+    }
+    let client = builder.build().await.unwrap();
+    let factory = ByNamespace(
+        [
+            (
+                a.ns.to_string(),
+                std::sync::Arc::new(services_of(a, ca, ca_pem)),
+            ),
+            (
+                b.ns.to_string(),
+                std::sync::Arc::new(services_of(b, ca, ca_pem)),
+            ),
+        ]
+        .into(),
+    );
+    let events = std::sync::Arc::new(MemoryEvents::default());
+    let settings = NodeSettings {
+        operator_id: "test".into(),
+        snapshot_max_age: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let ctx = std::sync::Arc::new(Context::new(
+        client.clone(),
+        std::sync::Arc::new(factory),
+        events.clone(),
+        settings,
+    ));
+    (ctx, events, client)
+}
+
+async fn reconcile_in(ctx: &std::sync::Arc<Context>, client: &kube::Client, ns: &str) -> bool {
+    let api: kube::Api<PuppetNode> = kube::Api::namespaced(client.clone(), ns);
+    let Some(n) = api.get_opt("web").await.unwrap() else {
+        return false;
+    };
+    let _ =
+        puppet_conductor::controller::node::reconcile(std::sync::Arc::new(n), ctx.clone()).await;
+    true
+}
+
+async fn get_in(client: &kube::Client, ns: &str) -> PuppetNode {
+    kube::Api::<PuppetNode>::namespaced(client.clone(), ns)
+        .get("web")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_masters_in_two_namespaces_sharing_one_ca_never_sign_or_revoke_each_others_certname() {
+    let _moto = MOTO_LOAD.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let _puppetserver = crate::e2e_support::PUPPETSERVER.lock().await;
+    autosign_mode("off");
+    let shared = crate::common::unique_certname("two-masters");
+    let (a, b) = (
+        team(&svc, "team-a", &shared).await,
+        team(&svc, "team-b", &shared).await,
+    );
+    let ca: std::sync::Arc<dyn PuppetCa> =
+        std::sync::Arc::new(svc.puppet.ca_client(std::time::Duration::from_secs(20)));
+    let ca_pem = String::from_utf8(svc.puppet.ca_pem()).unwrap();
+    let nodes = vec![a.node.clone(), b.node.clone()];
+    let (ctx, events, client) = two_team_context(&a, &b, nodes, &ca, &ca_pem).await;
+
+    // The older node (creation time, then UID) keeps the certname.
+    let rank = |n: &PuppetNode| {
+        (
+            n.metadata.creation_timestamp.clone().map(|t| t.0),
+            n.metadata.uid.clone(),
+        )
+    };
+    let (na, nb) = (get_in(&client, a.ns).await, get_in(&client, b.ns).await);
+    let (winner, loser) = if rank(&na) <= rank(&nb) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    for _ in 0..2 {
+        reconcile_in(&ctx, &client, winner.ns).await;
+        reconcile_in(&ctx, &client, loser.ns).await;
+    }
+    let won = get_in(&client, winner.ns).await.status.unwrap();
+    let lost = get_in(&client, loser.ns).await;
+    assert!(
+        lost.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "CertnameConflict" && c.status == "True"),
+        "{:?}",
+        lost.status
+    );
+    assert!(
+        lost.status.as_ref().unwrap().instance_id.is_none(),
+        "the newer launches nothing"
+    );
+    assert!(
+        loser.moto.records.get(&shared).await.unwrap().is_none(),
+        "and writes no record in its own bucket"
+    );
+    assert!(events
+        .all()
+        .iter()
+        .any(|e| e.warning && e.reason == "CertnameConflict"));
+
+    // The winner's agent is signed.
+    let uid = get_in(&client, winner.ns).await.metadata.uid.unwrap();
+    let iid = won.instance_id.clone().unwrap();
+    let run = svc
+        .puppet
+        .run_agent(
+            &shared,
+            Some(&winner.key.challenge(&uid, 1)),
+            Some(&iid),
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.output);
+    reconcile_in(&ctx, &client, winner.ns).await;
+    reconcile_in(&ctx, &client, loser.ns).await;
+    assert_eq!(
+        ca.status(&shared).await.unwrap().map(|c| c.state),
+        Some(CertState::Signed)
+    );
+
+    // The loser is deleted: the winner's certificate and record stand.
+    let mut deleted = get_in(&client, loser.ns).await;
+    deleted.metadata.deletion_timestamp = Some(puppet_conductor::controller::node_status::time(
+        chrono::Utc::now(),
+    ));
+    let winner_node = get_in(&client, winner.ns).await;
+    let (ctx2, _, client2) =
+        two_team_context(&a, &b, vec![winner_node, deleted], &ca, &ca_pem).await;
+    for _ in 0..5 {
+        if !reconcile_in(&ctx2, &client2, loser.ns).await {
+            break;
+        }
+    }
+    assert!(
+        kube::Api::<PuppetNode>::namespaced(client2.clone(), loser.ns)
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none(),
+        "the loser's finalizer is released"
+    );
+    assert_eq!(
+        ca.status(&shared).await.unwrap().map(|c| c.state),
+        Some(CertState::Signed),
+        "the winner's certificate is not revoked"
+    );
+    assert!(winner.moto.records.get(&shared).await.unwrap().is_some());
+    ca.revoke_and_clean(&shared).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ca_restored_from_an_old_backup_replaces_at_most_three_nodes_of_a_master_at_once() {
+    let names = ["b-1", "b-2", "b-3", "b-4"];
+    let nodes = names
+        .iter()
+        .map(|n| node(n, "x", &["profile::base"]))
+        .collect();
+    let Some(e) = E2e::start("trust-restore", SigningMode::Operator, nodes, |ca| ca).await else {
+        return;
+    };
+    let mut launched = Vec::new();
+    for name in names {
+        let l = e.launch(name).await;
+        signed(&e, name, &l, SigningMode::Operator).await;
+        launched.push(l);
+    }
+    // The CA forgets every certificate (restored from a backup older than them).
+    for l in &launched {
+        e.ca.revoke_and_clean(&l.certname).await.unwrap();
+    }
+    for name in names {
+        e.h.reconcile(name).await.unwrap();
+    }
+    let mut replacing = 0;
+    for name in names {
+        let st = e.h.get(name).await.status.unwrap();
+        let reason = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CertificateSigned")
+            .map(|c| c.reason.clone());
+        assert_eq!(reason.as_deref(), Some("CertificateVanished"), "{name}");
+        if st.phase == Some(puppet_conductor::api::node::Phase::Replacing) {
+            replacing += 1;
+        }
+    }
+    assert_eq!(
+        replacing, 3,
+        "at most three of the master's nodes are replaced at once"
+    );
+    // As the first replacements complete, the last one gets its slot.
+    for _ in 0..4 {
+        for name in names {
+            let _ = e.h.reconcile(name).await;
+        }
+    }
+    for (name, l) in names.iter().zip(&launched) {
+        let st = e.h.get(name).await.status.unwrap();
+        assert_eq!(
+            st.incarnation,
+            Some(2),
+            "{name} replaced once: {:#?}",
+            e.h.events
+                .all()
+                .iter()
+                .filter(|ev| ev.object.ends_with(name))
+                .map(|ev| format!("{} {}", ev.reason, ev.note))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(st.certname.as_deref(), Some(l.certname.as_str()));
+        assert!(
+            e.ca.status(&l.certname).await.unwrap().is_none(),
+            "{name}: the old certname is never signed again"
+        );
+    }
 }

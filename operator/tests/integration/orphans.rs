@@ -101,11 +101,14 @@ struct World {
     uid: String,
     /// Certnames this test made at the (shared) CA.
     certnames: HashSet<String>,
+    /// Held while the world lists the shared CA.
+    _listing: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl World {
     async fn new(prefix: &str) -> Option<Self> {
         let svc = Services::from_env()?;
+        let listing = crate::e2e_support::CA_LISTING.read().await;
         let name = unique(prefix);
         let bucket = unique(&format!("{prefix}-rec"));
         create_bucket(&svc.moto_endpoint, REGION, &bucket).await;
@@ -143,6 +146,7 @@ impl World {
             services,
             uid: fresh_uid(),
             certnames: HashSet::new(),
+            _listing: listing,
         })
     }
 

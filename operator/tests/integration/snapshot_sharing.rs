@@ -29,6 +29,7 @@ fn calls(metrics: &Metrics, service: &str, operation: &str) -> u64 {
 #[tokio::test]
 async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
     let _shared = MOTO_LOAD.read().await;
+    let _listing = crate::e2e_support::CA_LISTING.read().await;
     let Some(svc) = Services::from_env() else {
         return;
     };
