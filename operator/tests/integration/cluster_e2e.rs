@@ -116,31 +116,13 @@ async fn signed_classified_and_revoked(prefix: &'static str, mode: SigningMode) 
 
     with_cluster(&kubeconfig, prefix, move |c| async move {
         let ca = svc.puppet.ca_client(Duration::from_secs(20));
-        eventually("the operator's /readyz", Duration::from_secs(60), || async {
-            let (status, _) = crate::common::http_get(c.http_addr, "/readyz").await?;
-            (status == 200).then_some(())
-        })
-        .await;
-
-        // kubectl apply -f manifests/examples/ (the minimal pair and its Secrets).
-        apply::<Secret>(&c.client, &c.ns, &objects.ca_client).await;
-        apply::<Secret>(&c.client, &c.ns, &objects.cloud_credentials).await;
-        let master = apply(&c.client, &c.ns, &objects.master).await;
-        let node = apply(&c.client, &c.ns, &objects.node).await;
+        let Launched {
+            master,
+            node,
+            certname,
+            instance_id,
+        } = apply_examples_and_await_launch(&c, &objects).await;
         let (masters, nodes) = (c.api::<PuppetMaster>(), c.api::<PuppetNode>());
-
-        eventually("PuppetMaster Ready", Duration::from_secs(60), || async {
-            let st = masters.get(&master.name_any()).await.ok()?.status?;
-            is_true(&st.conditions, conditions::READY).then_some(())
-        })
-        .await;
-        let (certname, instance_id) =
-            eventually("the node launched", Duration::from_secs(90), || async {
-                let st = nodes.get(&node.name_any()).await.ok()?.status?;
-                (st.phase == Some(Phase::AwaitingCsr))
-                    .then_some((st.certname?, st.instance_id?))
-            })
-            .await;
 
         // The agent plays the instance with what its cloud-init would hand it.
         let user_data =

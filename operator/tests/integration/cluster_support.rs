@@ -475,3 +475,51 @@ where
         "PuppetNodes or PuppetMasters in {ns} kept their finalizers after deletion"
     );
 }
+
+/// The example master and node as applied, and what the node launched.
+pub struct Launched {
+    pub master: PuppetMaster,
+    pub node: PuppetNode,
+    pub certname: String,
+    pub instance_id: String,
+}
+
+/// `kubectl apply -f manifests/examples/` (the minimal pair and its Secrets) once the
+/// operator is ready; waits for the master to be Ready and the node to await its CSR.
+pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjects) -> Launched {
+    eventually(
+        "the operator's /readyz",
+        Duration::from_secs(60),
+        || async {
+            let (status, _) = crate::common::http_get(c.http_addr, "/readyz").await?;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    apply::<Secret>(&c.client, &c.ns, &objects.ca_client).await;
+    apply::<Secret>(&c.client, &c.ns, &objects.cloud_credentials).await;
+    let master = apply(&c.client, &c.ns, &objects.master).await;
+    let node = apply(&c.client, &c.ns, &objects.node).await;
+    let (masters, nodes) = (c.api::<PuppetMaster>(), c.api::<PuppetNode>());
+    eventually("PuppetMaster Ready", Duration::from_secs(60), || async {
+        let st = masters.get(&master.name_any()).await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == puppet_conductor::api::conditions::READY && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let (certname, instance_id) =
+        eventually("the node launched", Duration::from_secs(90), || async {
+            let st = nodes.get(&node.name_any()).await.ok()?.status?;
+            (st.phase == Some(puppet_conductor::api::node::Phase::AwaitingCsr))
+                .then_some((st.certname?, st.instance_id?))
+        })
+        .await;
+    Launched {
+        master,
+        node,
+        certname,
+        instance_id,
+    }
+}

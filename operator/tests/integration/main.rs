@@ -18,6 +18,7 @@ mod cloud_faults;
 mod cloud_support;
 mod cluster_e2e;
 mod cluster_support;
+mod cluster_trust;
 mod crd_drift;
 mod crd_schema;
 mod crd_schema_support;
