@@ -77,7 +77,7 @@ async fn policy_mode_autosign_signs_at_submission_and_refuses_a_wrong_challenge(
     );
     assert!(!enc.is_empty(), "the ENC classified {}", one.certname);
     println!(
-        "BENCH Policy mode: `puppet-conductor autosign` as puppetserver ran it (CSR check, S3 GET): {} ms",
+        "BENCH Policy mode: `puppet-conductor autosign` as puppetserver ran it (CSR check, record and signature-record GETs, claim PUT): {} ms",
         autosign[0]
     );
     println!(
