@@ -16,7 +16,7 @@ use super::certname_owners::{normalize_ca_url, Claimant};
 use super::error::{chain, ReconcileError};
 use super::finalizers::{add_finalizer, has_finalizer};
 use super::node_actions::{Acting, NodeIdentity, Outcome};
-use super::node_status::{is_true, set_condition, time};
+use super::node_status::{is_true, reason_of, set_condition, time};
 use super::plan::{plan, Observed, Plan};
 use super::services::MasterServices;
 use super::signing::{confirm, parse_duration, police_waiting_csr, SigningOutcome};
@@ -248,8 +248,14 @@ async fn converge(
         written: Default::default(),
         conflict: conflict.clone(),
     };
+    // Events on transitions only: a conflict or a lost certificate that lasts is in the
+    // conditions, not in a new event every pass.
+    let before = node.status.as_ref();
+    let before_conditions = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
     if let Some(other) = &conflict {
-        report_conflict(ctx, node, &certname, other).await;
+        if !is_true(before_conditions, cond::CERTNAME_CONFLICT) {
+            report_conflict(ctx, node, &certname, other).await;
+        }
     }
     let at_ca = at_ca
         .flatten()
@@ -339,7 +345,10 @@ async fn converge(
             None => standing = Standing::Replaced,
         }
     }
-    if standing.is_lost() {
+    let newly_lost = reason_of(before_conditions, cond::CERTIFICATE_SIGNED)
+        != Some(standing.reason())
+        || before.and_then(|s| s.phase) != Some(the_plan.phase);
+    if standing.is_lost() && newly_lost {
         report_lost_certificate(ctx, node, &certname, standing, &the_plan).await;
     }
     let cert = view(standing, recorded.as_ref());
@@ -350,6 +359,8 @@ async fn converge(
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
     Ok(match phase {
+        // Nothing here changes until the other node goes: look again at the resync.
+        _ if conflict.is_some() => Requeue::requeue(ctx.settings.resync),
         Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
         // Waiting for a CSR: poll at the master's signing interval.
         Phase::AwaitingCsr => Requeue::requeue(

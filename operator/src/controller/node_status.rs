@@ -59,7 +59,15 @@ pub fn set_condition_status(
     }
 }
 
-/// Is condition `type_` True?
+/// The reason of condition `type_`, if present.
+pub fn reason_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.as_str())
+}
+
+/// Whether the condition `type_` is present with status True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
         .iter()

@@ -250,19 +250,22 @@ fn enc_env(e: &E2e) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn two_nodes_claiming_one_certname_on_one_ca_sign_and_revoke_only_the_older_ones() {
+    one_certname_two_nodes(SigningMode::Operator).await;
+}
+
+#[tokio::test]
+async fn two_nodes_claiming_one_certname_in_policy_mode_sign_only_the_older_ones_key() {
+    one_certname_two_nodes(SigningMode::Policy).await;
+}
+
+async fn one_certname_two_nodes(mode: SigningMode) {
     let shared = crate::common::unique_certname("shared");
     let mut older = node("s-old", "x", &["profile::base"]);
     older.spec.certname = Some(shared.clone());
     let mut newer = node("s-new", "x", &["profile::base"]);
     newer.spec.certname = Some(shared.clone());
-    let Some(e) = E2e::start(
-        "trust-shared",
-        SigningMode::Operator,
-        vec![older, newer],
-        |ca| ca,
-    )
-    .await
-    else {
+    let prefix = format!("trust-shared-{}", mode_name(mode));
+    let Some(e) = E2e::start(&prefix, mode, vec![older, newer], |ca| ca).await else {
         return;
     };
     // Which one is older is decided by creation time, then UID.
@@ -289,8 +292,38 @@ async fn two_nodes_claiming_one_certname_on_one_ca_sign_and_revoke_only_the_olde
         lost.status.as_ref().unwrap().instance_id.is_none(),
         "nothing launched"
     );
-    assert!(has_warning(&e, "CertnameConflict"));
-    signed(&e, winner, &l, SigningMode::Operator).await;
+    let conflicts =
+        e.h.events
+            .all()
+            .iter()
+            .filter(|ev| ev.warning && ev.reason == "CertnameConflict")
+            .count();
+    assert_eq!(
+        conflicts, 1,
+        "one event when the conflict begins, not one per pass"
+    );
+
+    // A CSR with the newer node's challenge is never signed, and it does not block the
+    // older node: refused (by autosign at submission in Policy mode) and removed.
+    let loser_uid = e.h.get(loser).await.metadata.uid.unwrap();
+    let (pem, _) = forge_csr(
+        &shared,
+        Some(&e.key.challenge(&loser_uid, 1)),
+        Some(&l.instance_id),
+        false,
+    );
+    if mode == SigningMode::Policy {
+        autosign_mode("policy");
+    }
+    let (code, body) = submit_csr(&e.svc.puppet, &shared, &pem).await;
+    autosign_mode("off");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    e.h.converge(winner, 1).await;
+    assert!(
+        e.ca.status(&shared).await.unwrap().is_none(),
+        "the newer node's CSR is refused and removed"
+    );
+    signed(&e, winner, &l, mode).await;
 
     // Deleting the loser revokes nothing of the winner's.
     let deleted = e.h.deleted_copy(loser).await;
