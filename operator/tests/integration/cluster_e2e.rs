@@ -125,13 +125,7 @@ async fn signed_classified_and_revoked(prefix: &'static str, mode: SigningMode) 
         let (masters, nodes) = (c.api::<PuppetMaster>(), c.api::<PuppetNode>());
 
         // The agent plays the instance with what its cloud-init would hand it.
-        let user_data =
-            crate::node_lifecycle::user_data_of(&svc.moto_endpoint, REGION, &instance_id).await;
-        let rendered =
-            crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &instance_id)
-                .expect("cloud-init renders the user data");
-        let (challenge, pp_instance_id) =
-            puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
+        let (challenge, pp_instance_id) = launched_csr_attributes(&svc.moto_endpoint, &instance_id).await;
         assert_eq!(pp_instance_id, instance_id);
         let agent = || {
             svc.puppet

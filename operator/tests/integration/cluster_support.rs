@@ -523,3 +523,14 @@ pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjec
         instance_id,
     }
 }
+
+/// The challenge and instance id the launched instance's cloud-init hands its agent: the
+/// user data as EC2 stores it, rendered by the real cloud-init.
+pub async fn launched_csr_attributes(moto_endpoint: &str, instance_id: &str) -> (String, String) {
+    let user_data =
+        crate::node_lifecycle::user_data_of(moto_endpoint, crate::e2e_support::REGION, instance_id)
+            .await;
+    let rendered = crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, instance_id)
+        .expect("cloud-init renders the user data");
+    puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap()
+}

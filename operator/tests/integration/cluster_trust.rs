@@ -46,13 +46,7 @@ async fn squatter_replay_and_lost_certificate(prefix: &'static str, mode: Signin
             ..
         } = apply_examples_and_await_launch(&c, &objects).await;
         let nodes = c.api::<PuppetNode>();
-        let user_data =
-            crate::node_lifecycle::user_data_of(&svc.moto_endpoint, REGION, &instance_id).await;
-        let rendered =
-            crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &instance_id)
-                .expect("cloud-init renders the user data");
-        let (challenge, iid) =
-            puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
+        let (challenge, iid) = launched_csr_attributes(&svc.moto_endpoint, &instance_id).await;
 
         // A squatter guesses the challenge and gets there first.
         let (squat, _) = forge_csr(&certname, Some("guessed"), Some(&iid), false);
