@@ -287,14 +287,8 @@ impl KubeEvents {
 
     async fn try_publish(&self, occurrence: &Occurrence<'_>) -> Result<(), kube::Error> {
         let now = Timestamp::now();
-        let Occurrence {
-            object,
-            warning,
-            reason,
-            action,
-            note,
-        } = *occurrence;
-        let key = series_key(object, warning, reason, action, note);
+        let o = occurrence;
+        let key = series_key(o.object, o.warning, o.reason, o.action, o.note);
         if let Step::Repeat {
             namespace,
             name,

@@ -157,6 +157,7 @@ async fn observe(
         status_incarnation: status.incarnation,
         record_incarnation: None,
         record_instance_id: None,
+        status_instance_id: status.instance_id.clone(),
         instances,
         fixed_certname: node.spec.certname.is_some(),
         ca_present_incarnations,

@@ -24,8 +24,11 @@ pub struct Observed {
     pub status_incarnation: Option<i64>,
     /// Incarnation written in the node's S3 record, if any.
     pub record_incarnation: Option<i64>,
-    /// Instance id the record (or status) says was launched for `record_incarnation`.
+    /// Instance id the record says was launched for `record_incarnation`.
     pub record_instance_id: Option<String>,
+    /// Instance id status says was launched for `status_incarnation` (status, when it
+    /// survives, is evidence too: EC2 and S3 state may both be lost).
+    pub status_instance_id: Option<String>,
     /// Every instance tagged with this node's UID, any state, any incarnation.
     pub instances: Vec<Instance>,
     /// The spec fixes the certname, so every incarnation shares it: an older incarnation
@@ -137,6 +140,23 @@ fn is_gone(state: InstanceState) -> bool {
     )
 }
 
+/// `observed` with each instance id once (the first sighting kept), or `None` when the
+/// ids already are unique.
+fn dedupe_instances(observed: &Observed) -> Option<Observed> {
+    let mut seen = BTreeSet::new();
+    if observed
+        .instances
+        .iter()
+        .all(|i| seen.insert(i.id.as_str()))
+    {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut unique = observed.clone();
+    unique.instances.retain(|i| seen.insert(i.id.clone()));
+    Some(unique)
+}
+
 /// Incarnation from an instance's tags (instances without a valid tag count as 0).
 pub fn instance_incarnation(instance: &Instance) -> i64 {
     instance
@@ -156,6 +176,9 @@ fn oldest_first(a: &&Instance, b: &&Instance) -> std::cmp::Ordering {
 
 /// Decide the next steps for one node.
 pub fn plan(observed: &Observed) -> Plan {
+    // An instance known by id is one instance, however many answers mentioned it.
+    let unique = dedupe_instances(observed);
+    let observed = unique.as_ref().unwrap_or(observed);
     if observed.deleting {
         return plan_deletion(observed);
     }
@@ -200,10 +223,12 @@ pub fn plan(observed: &Observed) -> Plan {
 
     // The record names an instance for this incarnation that no describe shows any more:
     // it is gone for good (terminated instances vanish from EC2 after about an hour).
-    let vanished = live.is_empty()
-        && current.is_empty()
-        && observed.record_incarnation == Some(incarnation)
-        && observed.record_instance_id.is_some();
+    let launched_by_record =
+        observed.record_incarnation == Some(incarnation) && observed.record_instance_id.is_some();
+    let launched_by_status =
+        observed.status_incarnation == Some(incarnation) && observed.status_instance_id.is_some();
+    let vanished =
+        live.is_empty() && current.is_empty() && (launched_by_record || launched_by_status);
 
     let mut instance_id = None;
     let (phase, running);
@@ -280,7 +305,8 @@ pub fn plan(observed: &Observed) -> Plan {
             let id = current
                 .first()
                 .map(|i| i.id.clone())
-                .or_else(|| observed.record_instance_id.clone());
+                .or_else(|| observed.record_instance_id.clone())
+                .or_else(|| observed.status_instance_id.clone());
             let id = id.unwrap_or_default();
             if observed.replace_policy == ReplacePolicy::Replace {
                 // Fence (revoke) the dead incarnation, then launch the next one.
@@ -599,6 +625,20 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_seen_twice_by_id_is_one_instance_not_a_duplicate() {
+        let o = Observed {
+            instances: vec![
+                inst("i-1", 1, InstanceState::Pending),
+                inst("i-1", 1, InstanceState::Running),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(p.actions, vec![Action::WriteRecord], "nothing terminated");
+        assert_eq!(p.instance_id.as_deref(), Some("i-1"));
+    }
+
+    #[test]
     fn a_conflicting_certname_writes_and_launches_nothing() {
         let o = Observed {
             certname_conflict: true,
@@ -740,6 +780,27 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_named_by_status_alone_that_no_describe_shows_is_replaced() {
+        // EC2 and S3 state both lost: status is the only evidence of incarnation 1.
+        let mut o = Observed {
+            status_incarnation: Some(1),
+            status_instance_id: Some("i-lost".into()),
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(
+            p.incarnation, 2,
+            "never incarnation 1 (and its certname) again"
+        );
+        assert_eq!(p.phase, Phase::Replacing);
+        assert!(p.actions.contains(&Action::Launch));
+        o.replace_policy = ReplacePolicy::Never;
+        let p = plan(&o);
+        assert_eq!(p.phase, Phase::Failed);
+        assert!(!p.actions.contains(&Action::Launch));
+    }
+
+    #[test]
     fn record_without_instance_id_means_launch_never_happened() {
         let o = Observed {
             record_incarnation: Some(1),
@@ -865,6 +926,7 @@ mod tests {
             }
         }
         world.status_incarnation = Some(p.incarnation);
+        world.status_instance_id = p.instance_id.clone();
     }
 
     fn state_strategy() -> impl Strategy<Value = InstanceState> {
@@ -895,7 +957,10 @@ mod tests {
             for _ in 0..6 {
                 let p = plan(&world);
                 apply(&mut world, &p, &mut next_id);
-                if lose_status { world.status_incarnation = None; }
+                if lose_status {
+                    world.status_incarnation = None;
+                    world.status_instance_id = None;
+                }
             }
             let p = plan(&world);
             prop_assert_eq!(&p.actions, &vec![Action::WriteRecord]);

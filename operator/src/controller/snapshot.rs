@@ -156,10 +156,16 @@ impl SnapshotCache {
         }
     }
 
-    /// Folds an instance the operator just launched into the snapshot.
+    /// Folds an instance the operator just launched into the snapshot. An instance known by
+    /// id is one instance: when a describe newer than the launch already holds it (the
+    /// RunInstances answer arrived late), what the describe saw is kept.
     pub async fn launched(&self, master_key: &str, instance: Instance) {
-        self.update(master_key, |s| s.instances.push(instance))
-            .await;
+        self.update(master_key, |s| {
+            if !s.instances.iter().any(|i| i.id == instance.id) {
+                s.instances.push(instance);
+            }
+        })
+        .await;
     }
 
     /// Marks instances the operator just asked to terminate as shutting down.
@@ -183,6 +189,7 @@ impl SnapshotCache {
             None => {
                 s.records.records.remove(certname);
                 s.records.check_ins.remove(certname);
+                s.records.signatures.remove(certname);
             }
         })
         .await;

@@ -95,3 +95,57 @@ async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
     );
     assert!(moto.records.get(&certname).await.unwrap().is_none());
 }
+
+/// Issue 11, failure 4: a failed CA listing is unknown, not empty. A Ready node stays Ready
+/// and signed while the CA is unreachable, instead of flipping to "no CSR yet".
+#[tokio::test]
+async fn a_ready_node_stays_ready_while_the_ca_cannot_be_listed() {
+    let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
+    let nodes = vec![node("unknown-1", "x", &["profile::base"])];
+    let Some(e) = E2e::start("caunknown", SigningMode::Operator, nodes, |real| {
+        let ca = FlakyCa::around(real);
+        let _ = flaky.set(ca.clone());
+        ca
+    })
+    .await
+    else {
+        return;
+    };
+    let ca = flaky.get().unwrap().clone();
+    let l = e.launch("unknown-1").await;
+    let challenge = e.key.challenge(&l.uid, 1);
+    let agent = || {
+        e.svc
+            .puppet
+            .run_agent(&l.certname, Some(&challenge), Some(&l.instance_id), None)
+    };
+    assert_eq!(agent().await.code, 1);
+    e.h.converge("unknown-1", 2).await;
+    let applied = agent().await;
+    assert_eq!(applied.code, 2, "catalog applied:\n{}", applied.output);
+    e.h.converge("unknown-1", 1).await;
+    let ready = e.h.get("unknown-1").await.status.unwrap();
+    assert_eq!(ready.phase, Some(puppet_conductor::api::node::Phase::Ready));
+
+    ca.set_down(true);
+    for _ in 0..2 {
+        let _ = e.h.reconcile("unknown-1").await;
+    }
+    let st = e.h.get("unknown-1").await.status.unwrap();
+    ca.set_down(false);
+    assert_eq!(
+        st.phase,
+        Some(puppet_conductor::api::node::Phase::Ready),
+        "{st:?}"
+    );
+    let signed = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CertificateSigned")
+        .unwrap();
+    assert_eq!(
+        signed.status, "True",
+        "unknown is not \"no CSR\": {signed:?}"
+    );
+    e.ca.revoke_and_clean(&l.certname).await.unwrap();
+}

@@ -74,3 +74,56 @@ async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
         "an old snapshot is observed again entirely"
     );
 }
+
+/// Issue 11, failure 1: a RunInstances answer that arrives after a newer describe already
+/// holds the instance must not add it a second time (the next pass would terminate "the
+/// duplicate", the node's only instance).
+#[tokio::test]
+async fn a_launch_answer_arriving_after_a_newer_describe_keeps_the_instance_once() {
+    use puppet_conductor::cloud::Cloud;
+    let _shared = MOTO_LOAD.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("late")).await;
+    let services = MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: moto.ca.clone(),
+        ca_cert_pem: CA_PEM.to_string(),
+        challenge_key: ChallengeKey::generate(),
+    };
+    let cache = SnapshotCache::default();
+    let key = format!("{NS}/{}", unique("pm"));
+    let stale = Duration::ZERO;
+    cache.get(&key, &services, stale, stale).await.unwrap();
+    // The launch is applied; before its answer is folded in, another node's pass
+    // observes afresh and sees the instance.
+    let request = crate::cloud_support::launch_request(&key, &format!("{NS}/late"), 1);
+    let instance = moto.cloud.launch(&request).await.unwrap();
+    let newer = cache.get(&key, &services, stale, stale).await.unwrap();
+    assert_eq!(
+        newer
+            .instances
+            .iter()
+            .filter(|i| i.id == instance.id)
+            .count(),
+        1
+    );
+    cache.launched(&key, instance.clone()).await;
+    let long = Duration::from_secs(600);
+    let after = cache.get(&key, &services, long, long).await.unwrap();
+    assert_eq!(
+        after
+            .instances
+            .iter()
+            .filter(|i| i.id == instance.id)
+            .count(),
+        1,
+        "one instance, known by id"
+    );
+    moto.cloud
+        .terminate(std::slice::from_ref(&instance.id))
+        .await
+        .unwrap();
+}
