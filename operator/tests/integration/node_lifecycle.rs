@@ -612,3 +612,74 @@ async fn eucalyptus_master_on_another_endpoint_works() {
         .unwrap()
         .is_some());
 }
+
+/// Issue 11, failure 2: EC2 and S3 state lost together (here: the master's services now
+/// answer from another region and an empty bucket). Status still names incarnation 1 and
+/// its instance: that is evidence of a launch, so the node moves to incarnation 2 (a new
+/// certname) instead of launching incarnation 1 again under a certname the CA already signed.
+#[tokio::test]
+async fn ec2_and_s3_state_lost_together_move_the_node_to_a_new_incarnation() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("lost-1", "x", &["profile::base"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("lost-1", 3).await;
+    let before = s.h.get("lost-1").await.status.unwrap();
+    assert_eq!(before.incarnation, Some(1));
+    assert!(before.instance_id.is_some());
+    let old_certname = before.certname.clone().unwrap();
+
+    let region = "eu-west-1";
+    let lost = Arc::new(MotoServices::new(&s.endpoint, region, &unique("records")).await);
+    let (subnet, group) = network(&ec2(&s.endpoint, region)).await;
+    let masters: kube::Api<puppet_conductor::api::PuppetMaster> =
+        kube::Api::namespaced(s.h.ctx.client.clone(), NS);
+    let master_name = s.master_key.rsplit('/').next().unwrap().to_string();
+    let mut m = masters.get(&master_name).await.unwrap();
+    m.spec.node_defaults.subnet_id = Some(subnet);
+    m.spec.node_defaults.security_group_ids = vec![group];
+    masters
+        .replace(&master_name, &Default::default(), &m)
+        .await
+        .unwrap();
+    let ctx2 = Arc::new(puppet_conductor::controller::Context::new(
+        s.h.ctx.client.clone(),
+        lost.clone(),
+        s.h.events.clone(),
+        s.h.ctx.settings.clone(),
+    ));
+    for _ in 0..3 {
+        puppet_conductor::controller::node::reconcile(
+            Arc::new(s.h.get("lost-1").await),
+            ctx2.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let after = s.h.get("lost-1").await.status.unwrap();
+    assert_eq!(after.incarnation, Some(2), "{after:?}");
+    assert_ne!(after.certname.as_deref(), Some(old_certname.as_str()));
+    let live: Vec<_> = lost
+        .cloud
+        .describe_master_instances(&s.master_key)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| {
+            !matches!(
+                i.state,
+                InstanceState::ShuttingDown | InstanceState::Terminated
+            )
+        })
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].tag(tags::INCARNATION), Some("2"));
+    let ids: Vec<String> = live.iter().map(|i| i.id.clone()).collect();
+    lost.cloud.terminate(&ids).await.unwrap();
+}
