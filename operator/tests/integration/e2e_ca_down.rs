@@ -1,30 +1,21 @@
 //! The CA goes away during signing and during deletion: nothing is signed or released
 //! wrongly, and both complete once it is back.
 
-use std::sync::Arc;
-
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::ca::CertState;
 use puppet_conductor::controller::ReconcileError;
 use puppet_conductor::records::Records;
 
-use crate::e2e_support::{E2e, FlakyCa};
+use crate::e2e_support::E2e;
 use crate::node_support::*;
 
 #[tokio::test]
 async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
-    let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
     let nodes = vec![node("outage-1", "x", &["profile::base"])];
-    let Some(e) = E2e::start("cadown", SigningMode::Operator, nodes, |real| {
-        let ca = FlakyCa::around(real);
-        let _ = flaky.set(ca.clone());
-        ca
-    })
-    .await
+    let Some((e, ca)) = E2e::start_with_flaky_ca("cadown", SigningMode::Operator, nodes).await
     else {
         return;
     };
-    let ca = flaky.get().unwrap().clone();
     let (svc, real, h, moto, key) = (&e.svc, &e.ca, &e.h, &e.moto, &e.key);
     let launched = e.launch("outage-1").await;
     let (uid, certname, instance_id) = (launched.uid, launched.certname, launched.instance_id);
@@ -100,18 +91,11 @@ async fn ca_outage_delays_signing_and_deletion_but_loses_nothing() {
 /// and signed while the CA is unreachable, instead of flipping to "no CSR yet".
 #[tokio::test]
 async fn a_ready_node_stays_ready_while_the_ca_cannot_be_listed() {
-    let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
     let nodes = vec![node("unknown-1", "x", &["profile::base"])];
-    let Some(e) = E2e::start("caunknown", SigningMode::Operator, nodes, |real| {
-        let ca = FlakyCa::around(real);
-        let _ = flaky.set(ca.clone());
-        ca
-    })
-    .await
+    let Some((e, ca)) = E2e::start_with_flaky_ca("caunknown", SigningMode::Operator, nodes).await
     else {
         return;
     };
-    let ca = flaky.get().unwrap().clone();
     let l = e.launch("unknown-1").await;
     let challenge = e.key.challenge(&l.uid, 1);
     let agent = || {

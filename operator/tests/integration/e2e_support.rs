@@ -135,6 +135,24 @@ impl E2e {
         })
     }
 
+    /// [`Self::start`] with a [`FlakyCa`] between the reconciler and the real CA, returned
+    /// beside the world so the test can take the CA down and up.
+    pub async fn start_with_flaky_ca(
+        prefix: &str,
+        mode: SigningMode,
+        nodes: Vec<PuppetNode>,
+    ) -> Option<(Self, Arc<FlakyCa>)> {
+        let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
+        let e = Self::start(prefix, mode, nodes, |real| {
+            let ca = FlakyCa::around(real);
+            let _ = flaky.set(ca.clone());
+            ca
+        })
+        .await?;
+        let ca = flaky.get()?.clone();
+        Some((e, ca))
+    }
+
     /// Reconciles `name` until its instance runs (finalizer + launch, then observe).
     pub async fn launch(&self, name: &str) -> Launched {
         self.h.converge(name, 2).await;

@@ -22,7 +22,7 @@ use reqwest::StatusCode;
 
 use crate::ca_hostile_contract::{delete_csr, forge_csr, submit_csr, CleanupGuard};
 use crate::common::services::Services;
-use crate::e2e_support::{autosign_mode, E2e, FlakyCa, Launched};
+use crate::e2e_support::{autosign_mode, E2e, Launched};
 use crate::node_support::*;
 
 fn has_warning(e: &E2e, reason: &str) -> bool {
@@ -163,18 +163,11 @@ async fn a_replay_after_a_clean_is_refused_in_policy_mode() {
 #[tokio::test]
 async fn autosign_refuses_a_node_whose_deletion_began_while_the_ca_is_unreachable() {
     let nodes = vec![node("d-1", "x", &["profile::base"])];
-    let flaky = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let slot = flaky.clone();
-    let Some(e) = E2e::start("trust-deleting", SigningMode::Policy, nodes, move |ca| {
-        let f = FlakyCa::around(ca);
-        *slot.lock().unwrap() = Some(f.clone());
-        f
-    })
-    .await
+    let Some((e, flaky)) =
+        E2e::start_with_flaky_ca("trust-deleting", SigningMode::Policy, nodes).await
     else {
         return;
     };
-    let flaky = flaky.lock().unwrap().clone().unwrap();
     let l = e.launch("d-1").await;
     flaky.set_down(true);
     let deleted = e.h.deleted_copy("d-1").await;

@@ -10,7 +10,7 @@ use puppet_conductor::api::PuppetMaster;
 use puppet_conductor::ca::{pem_fingerprint, CertState};
 use puppet_conductor::controller::master;
 
-use crate::e2e_support::{E2e, FlakyCa, REGION};
+use crate::e2e_support::{E2e, REGION};
 use crate::node_support::*;
 
 async fn reconcile_master(e: &E2e) -> Requeue {
@@ -124,17 +124,10 @@ async fn records_private_turns_false_for_a_bucket_made_public() {
 
 #[tokio::test]
 async fn an_unreachable_ca_is_reported_and_retried_before_the_resync() {
-    let flaky: std::sync::OnceLock<Arc<FlakyCa>> = std::sync::OnceLock::new();
-    let Some(e) = E2e::start("pmcadown", SigningMode::Operator, vec![], |real| {
-        let ca = FlakyCa::around(real);
-        let _ = flaky.set(ca.clone());
-        ca
-    })
-    .await
+    let Some((e, ca)) = E2e::start_with_flaky_ca("pmcadown", SigningMode::Operator, vec![]).await
     else {
         return;
     };
-    let ca = flaky.get().unwrap().clone();
     let healthy = reconcile_master(&e).await;
     assert_eq!(healthy, Requeue::requeue(e.h.ctx.settings.master_resync));
     let fingerprint = status(&e).await.ca_fingerprint;

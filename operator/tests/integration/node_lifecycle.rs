@@ -126,6 +126,22 @@ pub async fn user_data_of(endpoint: &str, region: &str, instance_id: &str) -> St
     String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap()
 }
 
+/// `passes` reconciles of `name` by a restarted operator (a fresh context: no snapshot
+/// cache) whose services are `services`.
+async fn restarted(s: &Setup, services: Arc<MotoServices>, name: &str, passes: usize) {
+    let ctx = Arc::new(puppet_conductor::controller::Context::new(
+        s.h.ctx.client.clone(),
+        services,
+        s.h.events.clone(),
+        s.h.ctx.settings.clone(),
+    ));
+    for _ in 0..passes {
+        puppet_conductor::controller::node::reconcile(Arc::new(s.h.get(name).await), ctx.clone())
+            .await
+            .unwrap();
+    }
+}
+
 async fn live_instances(s: &Setup) -> Vec<puppet_conductor::cloud::Instance> {
     s.moto
         .cloud
@@ -300,20 +316,7 @@ async fn restarted_operator_with_empty_status_adopts_the_instance() {
         .await
         .status
         .is_none_or(|st| st.instance_id.is_none()));
-    let ctx2 = Arc::new(puppet_conductor::controller::Context::new(
-        s.h.ctx.client.clone(),
-        s.moto.clone(),
-        s.h.events.clone(),
-        s.h.ctx.settings.clone(),
-    ));
-    for _ in 0..3 {
-        puppet_conductor::controller::node::reconcile(
-            Arc::new(s.h.get("db-1").await),
-            ctx2.clone(),
-        )
-        .await
-        .unwrap();
-    }
+    restarted(&s, s.moto.clone(), "db-1", 3).await;
     let after = live_instances(&s).await;
     assert_eq!(after.len(), 1, "still exactly one instance: {after:?}");
     assert_eq!(after[0].id, first[0].id);
@@ -648,20 +651,7 @@ async fn ec2_and_s3_state_lost_together_move_the_node_to_a_new_incarnation() {
         .replace(&master_name, &Default::default(), &m)
         .await
         .unwrap();
-    let ctx2 = Arc::new(puppet_conductor::controller::Context::new(
-        s.h.ctx.client.clone(),
-        lost.clone(),
-        s.h.events.clone(),
-        s.h.ctx.settings.clone(),
-    ));
-    for _ in 0..3 {
-        puppet_conductor::controller::node::reconcile(
-            Arc::new(s.h.get("lost-1").await),
-            ctx2.clone(),
-        )
-        .await
-        .unwrap();
-    }
+    restarted(&s, lost.clone(), "lost-1", 3).await;
     let after = s.h.get("lost-1").await.status.unwrap();
     assert_eq!(after.incarnation, Some(2), "{after:?}");
     assert_ne!(after.certname.as_deref(), Some(old_certname.as_str()));
