@@ -8,6 +8,8 @@ pub mod ca;
 pub mod cloud;
 pub mod controller;
 pub mod enc;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod http_server;
 pub mod identity;
 pub mod leader;

@@ -87,11 +87,14 @@ namespaces: a ClusterRole's or a Role's rules, by watchNamespace.
   resources: [puppetmasters/finalizers, puppetnodes/finalizers]
   verbs: [update]
 # Names of the CA client and credentials Secrets come from the spec, so get
-# cannot be narrowed by name; create is for <master>-challenge-key. No list or
-# watch: the operator never reads Secrets it was not pointed at.
+# cannot be narrowed by name; create is for <master>-challenge-key; patch adds
+# and removes the puppet-conductor.dev/in-use finalizer that holds a master's
+# Secrets until its nodes are cleaned up. list and watch serve a metadata-only
+# watch (Secret changes wake the masters naming them; stale holds are found):
+# the operator reads the data only of the Secrets a master names. No delete.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

@@ -33,8 +33,9 @@ impl Backoff {
             Err(_) => 1,
         };
         let delay = delay_for(self.base, self.cap, n);
-        // Up to +25% jitter so a fleet failing together does not retry in lockstep.
-        let jitter = delay.mul_f64(rand::random::<f64>() * 0.25);
+        // Up to +25% jitter so a fleet failing together does not retry in lockstep; drawn
+        // from the key and count, not a random source, so a simulation replays exactly.
+        let jitter = delay.mul_f64(jitter_fraction(key, n) * 0.25);
         (delay + jitter).min(self.cap)
     }
 
@@ -44,6 +45,18 @@ impl Backoff {
             map.remove(key);
         }
     }
+}
+
+/// A fraction in [0, 1) that differs between objects and between attempts.
+fn jitter_fraction(key: &str, failures: u32) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update(failures.to_le_bytes())
+        .finalize();
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(word) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `base * 2^(failures-1)`, capped.
@@ -77,5 +90,15 @@ mod tests {
             d >= Duration::from_secs(2) && d <= Duration::from_millis(2500),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn jitter_is_reproducible_and_spreads_objects() {
+        assert_eq!(jitter_fraction("ns/a", 3), jitter_fraction("ns/a", 3));
+        let spread: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| (jitter_fraction(&format!("ns/n{i}"), 1) * 1000.0) as u64)
+            .collect();
+        assert!(spread.len() > 40, "{spread:?}");
+        assert!((0..1000).all(|i| (0.0..1.0).contains(&jitter_fraction("k", i))));
     }
 }

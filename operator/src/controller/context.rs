@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::certname_owners::CertnameOwners;
 use super::events::EventSink;
-use super::guards::{CsrRemovals, ReplacementSlots, DEFAULT_MAX_REPLACEMENTS};
+use super::guards::{
+    Absences, CsrRemovals, LaunchAttempts, ReplacementSlots, DEFAULT_MAX_REPLACEMENTS,
+};
 use super::master::MasterMemory;
 use super::orphans::OrphanTracker;
 use super::services::ServiceFactory;
@@ -30,6 +32,9 @@ pub struct NodeSettings {
     pub scope: Scope,
     /// Nodes of one master replaced at once because their certificate vanished.
     pub max_replacements_per_master: usize,
+    /// How long an instance status or a record names must be missing from every describe
+    /// before it counts as vanished (EC2's describe lags behind its launches).
+    pub instance_visibility_grace: Duration,
 }
 
 /// The objects one operator replica manages: a namespace and/or a label selector.
@@ -65,6 +70,7 @@ impl Default for NodeSettings {
             master_resync: Duration::from_secs(60),
             scope: Scope::default(),
             max_replacements_per_master: DEFAULT_MAX_REPLACEMENTS,
+            instance_visibility_grace: super::snapshot::LAUNCH_VISIBILITY_GRACE,
         }
     }
 }
@@ -95,6 +101,10 @@ pub struct Context {
     pub csr_removals: CsrRemovals,
     /// Nodes being replaced because their certificate vanished, per master.
     pub replacements: ReplacementSlots,
+    /// Instances named by status or records that describes do not show.
+    pub absences: Absences,
+    /// Nodes whose last launch failed with an unknown outcome.
+    pub launch_attempts: LaunchAttempts,
 }
 
 impl Context {
@@ -118,6 +128,8 @@ impl Context {
             certname_owners: CertnameOwners::default(),
             csr_removals: CsrRemovals::default(),
             replacements: ReplacementSlots::default(),
+            absences: Absences::default(),
+            launch_attempts: LaunchAttempts::default(),
         }
     }
 

@@ -47,6 +47,10 @@ pub enum ReconcileError {
     /// finalizer helper releases on `Ok`, so waiting is reported this way.
     #[error("cleanup in progress: {0}")]
     CleanupInProgress(String),
+    /// A failure this pass already wrote into the node's status: the error reporting
+    /// must not write it again (one status write per pass).
+    #[error(transparent)]
+    StatusReported(Box<ReconcileError>),
     /// The finalizer helper failed to add or remove the finalizer.
     #[error("finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
@@ -59,6 +63,7 @@ impl ReconcileError {
             ReconcileError::InvalidSpec(_)
             | ReconcileError::InvalidObject(_)
             | ReconcileError::UserData(_) => true,
+            ReconcileError::StatusReported(e) => e.is_permanent(),
             ReconcileError::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
@@ -101,6 +106,7 @@ impl ReconcileError {
             ReconcileError::Secret { .. } => "secret",
             ReconcileError::MissingMetadata(_) => "metadata",
             ReconcileError::CleanupInProgress(_) => "cleanup-in-progress",
+            ReconcileError::StatusReported(e) => e.category(),
             ReconcileError::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
@@ -112,12 +118,28 @@ impl ReconcileError {
     /// The innermost reconcile error (unwrapping the finalizer helper's wrapper).
     pub fn root(&self) -> &ReconcileError {
         match self {
+            ReconcileError::StatusReported(e) => e.root(),
             ReconcileError::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.root(),
                 _ => self,
             },
             _ => self,
+        }
+    }
+}
+
+impl ReconcileError {
+    /// Whether the pass already wrote this failure into the object's status.
+    pub fn status_reported(&self) -> bool {
+        match self {
+            ReconcileError::StatusReported(_) => true,
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.status_reported(),
+                _ => false,
+            },
+            _ => false,
         }
     }
 }

@@ -41,6 +41,75 @@ impl CsrRemovals {
     }
 }
 
+/// Instances that status or a record names but no describe shows, with when this process
+/// first missed them. EC2's describe lags behind its launches (and a restarted operator
+/// cannot tell "not visible yet" from "gone"), so an instance counts as vanished only
+/// once it has been missing for the visibility grace.
+#[derive(Default)]
+pub struct Absences {
+    first_missed: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+impl Absences {
+    /// `instance_id` is missing from this pass's describe: whether it has been missing
+    /// for at least `grace`.
+    pub fn missing_for(&self, instance_id: &str, grace: std::time::Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut map = self
+            .first_missed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Forget what nobody asked about for long (the node went): the map stays bounded.
+        map.retain(|_, at| now.duration_since(*at) < grace.saturating_mul(10).max(HOUR));
+        let first = *map.entry(instance_id.to_string()).or_insert(now);
+        now.duration_since(first) >= grace
+    }
+
+    /// `instance_id` is visible again (or was never missing).
+    pub fn seen(&self, instance_id: &str) {
+        self.first_missed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(instance_id);
+    }
+}
+
+/// Nodes whose last RunInstances failed without an answer saying nothing was launched
+/// (a timeout, a lost answer): an instance may exist that no describe shows yet, so
+/// their deletion waits for the visibility grace before it releases anything.
+#[derive(Default)]
+pub struct LaunchAttempts {
+    failed: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+impl LaunchAttempts {
+    /// A launch of node `key` failed.
+    pub fn failed(&self, key: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_string(), tokio::time::Instant::now());
+    }
+
+    /// Whether a failed launch of `key` is younger than `grace`.
+    pub fn unsettled(&self, key: &str, grace: std::time::Duration) -> bool {
+        let mut map = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        map.retain(|_, at| now.duration_since(*at) < grace);
+        map.contains_key(key)
+    }
+
+    /// A launch of `key` succeeded, or its node is gone.
+    pub fn settled(&self, key: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Which nodes of each master hold one of its replacement slots.
 #[derive(Default)]
 pub struct ReplacementSlots {
@@ -87,6 +156,40 @@ impl ReplacementSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_launch_stays_unsettled_for_the_grace() {
+        let attempts = LaunchAttempts::default();
+        let grace = std::time::Duration::from_secs(300);
+        assert!(!attempts.unsettled("ns/a", grace));
+        attempts.failed("ns/a");
+        assert!(attempts.unsettled("ns/a", grace));
+        tokio::time::advance(grace).await;
+        assert!(!attempts.unsettled("ns/a", grace));
+        attempts.failed("ns/a");
+        attempts.settled("ns/a");
+        assert!(!attempts.unsettled("ns/a", grace));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_counts_as_vanished_only_after_the_grace() {
+        let absences = Absences::default();
+        let grace = std::time::Duration::from_secs(300);
+        assert!(
+            !absences.missing_for("i-1", grace),
+            "first miss starts the clock"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(299)).await;
+        assert!(!absences.missing_for("i-1", grace));
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert!(absences.missing_for("i-1", grace));
+        absences.seen("i-1");
+        assert!(
+            !absences.missing_for("i-1", grace),
+            "seen again: the clock restarts"
+        );
+        assert!(absences.missing_for("i-2", std::time::Duration::ZERO));
+    }
 
     #[test]
     fn replacement_slots_are_bounded_per_master_and_kept_by_their_holder() {

@@ -1,5 +1,6 @@
-//! The PuppetMaster reconciler: finalizer → validate → probe CA, cloud and bucket → count
-//! nodes → report unknown CSRs and sweep orphans → status. Deletion: master_deletion.rs.
+//! The PuppetMaster reconciler: finalizer → validate → probe CA, cloud and bucket → hold
+//! the referenced Secrets → count nodes → report unknown CSRs and sweep orphans → status.
+//! Deletion: master_deletion.rs; the Secrets' in-use finalizer: secret_hold.rs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::master_deletion::finish_deletion;
 use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::orphan_sweep::sweep;
 use super::orphans::{find_orphans, Owners};
+use super::secret_hold::hold;
 use super::services::MasterServices;
 use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER, MASTER_FINALIZER};
@@ -65,6 +67,8 @@ pub async fn reconcile(
     let generation = master.meta().generation;
 
     if let Err(problem) = validate(&master) {
+        // Its nodes' cleanup still reads the Secrets, whatever the spec's other faults.
+        let held = hold(&ctx, &ns, &master).await;
         let status = PuppetMasterStatus {
             observed_generation: generation,
             conditions: invalid_spec_conditions(&old.conditions, &problem, generation, now),
@@ -72,6 +76,7 @@ pub async fn reconcile(
         };
         publish_flips(&master, &ctx, &old, &status).await;
         write_status(&ctx, &master, &ns, &status).await?;
+        held?;
         return Err(ReconcileError::InvalidSpec(problem));
     }
 
@@ -105,6 +110,8 @@ pub async fn reconcile(
         }
         Err(error) => (Probes::all_failed(reason_of(&error), &chain(&error)), None),
     };
+    // After the services, which create the default challenge key Secret when it is absent.
+    let held = hold(&ctx, &ns, &master).await;
 
     if let Some(pending) = &pending {
         warn_unknown_csrs(&master, &ctx, &key, pending, &live).await;
@@ -121,6 +128,8 @@ pub async fn reconcile(
     };
     publish_flips(&master, &ctx, &old, &status).await;
     write_status(&ctx, &master, &ns, &status).await?;
+    // Not holding a Secret is retried with backoff like any failure (e.g. RBAC without patch).
+    held?;
 
     let healthy =
         probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok() && !sweep_failed;

@@ -1,7 +1,8 @@
 //! Deleting a PuppetMaster: its finalizer holds it until no PuppetNode names it, because
 //! each node's cleanup (terminate, revoke, delete the record) goes through the master's
 //! CA, cloud and records. `kubectl delete -k` or a GitOps prune that removes a master
-//! and its nodes together then still cleans every node up.
+//! and its nodes together then still cleans every node up. The Secrets it references stay
+//! held (secret_hold.rs) as long as it does, and are released just before it.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::error::ReconcileError;
 use super::finalizers::{has_finalizer, remove_finalizer};
 use super::master::{live_nodes, publish_flips, write_status};
 use super::node_status::set_condition_status;
+use super::secret_hold::{hold, release_for};
 use super::{Context, MASTER_FINALIZER};
 use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
@@ -38,11 +40,16 @@ pub async fn finish_deletion(
 ) -> Result<Requeue, ReconcileError> {
     let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), namespace);
     if !has_finalizer(master, MASTER_FINALIZER) {
+        // Released already (or its finalizer was removed by hand): it holds nothing.
+        release_for(ctx, namespace, master).await?;
         return Ok(Requeue::await_change());
     }
     let live = live_nodes(ctx, namespace, &master.name_any()).await?;
     let waiting = referencing_nodes(&live.phases);
     if waiting == 0 {
+        // The Secrets first: a crash before the master's own release leaves it here to
+        // retry, while the reverse order could leave a Secret held by no one.
+        release_for(ctx, namespace, master).await?;
         remove_finalizer(&masters, master, MASTER_FINALIZER).await?;
         ctx.csr_removals
             .forget(&format!("{namespace}/{}", master.name_any()));
@@ -93,7 +100,11 @@ pub async fn finish_deletion(
             )
             .await;
     }
+    // Still needed by the nodes' cleanup: a Secret not held yet (say, the operator was
+    // upgraded during the deletion) is held now, unless it is already being deleted.
+    let held = hold(ctx, namespace, master).await;
     write_status(ctx, master, namespace, &status).await?;
+    held?;
     Ok(Requeue::requeue(RECHECK))
 }
 

@@ -20,6 +20,7 @@ pub mod node_status;
 pub mod orphan_sweep;
 pub mod orphans;
 pub mod plan;
+pub mod secret_hold;
 pub mod services;
 pub mod signing;
 pub mod snapshot;
@@ -32,5 +33,7 @@ pub const NODE_FINALIZER: &str = "puppet-conductor.dev/cleanup";
 /// Finalizer holding a PuppetMaster while PuppetNodes still name it: their cleanup needs
 /// its CA, cloud and records.
 pub const MASTER_FINALIZER: &str = "puppet-conductor.dev/nodes";
+/// Finalizer holding a Secret while a PuppetMaster that needs it references it.
+pub const SECRET_FINALIZER: &str = "puppet-conductor.dev/in-use";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "puppet-conductor";

@@ -164,6 +164,9 @@ async fn observe(
         older_record_incarnations: BTreeSet::new(),
         fence_current: false,
         certname_conflict: false,
+        master_deleting: false,
+        vanish_confirmed: false,
+        launch_unsettled: false,
     };
     if node.spec.certname.is_none() {
         let max = observed
@@ -214,6 +217,12 @@ async fn converge(
     deleting: bool,
 ) -> Result<Requeue, ReconcileError> {
     let mut observed = observe(node, services, snapshot, id, deleting).await?;
+    observed.master_deleting = master.meta().deletion_timestamp.is_some();
+    observed.vanish_confirmed = vanish_confirmed(ctx, &observed, snapshot);
+    observed.launch_unsettled = deleting
+        && ctx
+            .launch_attempts
+            .unsettled(&id.key, ctx.settings.instance_visibility_grace);
     let first = plan(&observed);
     let certname = id.certname(node, first.incarnation);
     let conflict = certname_conflict(ctx, node, master, id, &certname).await?;
@@ -282,7 +291,7 @@ async fn converge(
                 &cert,
             )
             .await?;
-            return Err(error);
+            return Err(ReconcileError::StatusReported(Box::new(error)));
         }
     };
     if deleting && !the_plan.release {
@@ -293,6 +302,7 @@ async fn converge(
         ));
     }
     if the_plan.release {
+        ctx.launch_attempts.settled(&id.key);
         ctx.events
             .publish(
                 &node.object_ref(&()),
@@ -331,7 +341,7 @@ async fn converge(
                     &cert,
                 )
                 .await?;
-                return Err(error);
+                return Err(ReconcileError::StatusReported(Box::new(error)));
             }
         }
     }
@@ -354,6 +364,22 @@ async fn converge(
     }
     let cert = view(standing, recorded.as_ref());
     let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None, &cert).await?;
+    if let Some(instance) = &outcome.launched {
+        ctx.events
+            .publish(
+                &node.object_ref(&()),
+                false,
+                "Launched",
+                "Launch",
+                format!(
+                    "launched {} for incarnation {} (certname {})",
+                    instance.id,
+                    the_plan.incarnation,
+                    id.certname(node, the_plan.incarnation)
+                ),
+            )
+            .await;
+    }
     if signed {
         // The next pass must see the CA's new state, not this pass's listing.
         ctx.snapshots.invalidate(&id.master_key).await;
@@ -368,6 +394,25 @@ async fn converge(
             parse_duration(&master.spec.signing.poll_interval).unwrap_or(ctx.settings.converging),
         ),
         _ => Requeue::requeue(ctx.settings.converging),
+    })
+}
+
+/// Whether every instance status or the record names, and no describe shows, has been
+/// missing for the visibility grace (remembered per process: a restart waits it again).
+fn vanish_confirmed(ctx: &Context, observed: &Observed, snapshot: &Snapshot) -> bool {
+    let named: BTreeSet<&String> = [&observed.status_instance_id, &observed.record_instance_id]
+        .into_iter()
+        .flatten()
+        .collect();
+    let grace = ctx.settings.instance_visibility_grace;
+    named.into_iter().fold(true, |all, id| {
+        let unconfirmed = if snapshot.instances.iter().any(|i| &i.id == id) {
+            ctx.absences.seen(id);
+            false
+        } else {
+            !ctx.absences.missing_for(id, grace)
+        };
+        all && !unconfirmed
     })
 }
 
@@ -810,6 +855,9 @@ async fn report_failure(node: &PuppetNode, ctx: &Context, error: &ReconcileError
             chain(error),
         )
         .await;
+    if error.status_reported() {
+        return;
+    }
     let Some(ns) = node.namespace() else { return };
     let now = Utc::now();
     let mut status: PuppetNodeStatus = node.status.clone().unwrap_or_default();
@@ -826,6 +874,9 @@ async fn report_failure(node: &PuppetNode, ctx: &Context, error: &ReconcileError
         status.phase = Some(Phase::Failed);
     } else if status.phase.is_none() {
         status.phase = Some(Phase::Pending);
+    }
+    if node.status.as_ref() == Some(&status) {
+        return;
     }
     let api: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = json!({ "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetNode", "status": status });

@@ -396,11 +396,11 @@ impl Acting<'_> {
                     instance_ids,
                     reason,
                 } => {
+                    // The snapshot is not told: only a describe showing the instances
+                    // shutting down confirms it. EC2 answers NotFound (taken as done) for
+                    // an instance its describe does not show yet, so a termination that
+                    // was answered may not have happened; the next pass asks again.
                     self.services.cloud.terminate(instance_ids).await?;
-                    self.ctx
-                        .snapshots
-                        .terminated(&self.id.master_key, instance_ids)
-                        .await;
                     let (reason_str, warning) = match reason {
                         TerminateReason::Deletion => ("Terminating", false),
                         TerminateReason::Fencing => ("Fencing", true),
@@ -440,26 +440,23 @@ impl Acting<'_> {
                 }
                 Action::Launch => {
                     let request = launch_request(self, plan.incarnation)?;
-                    let instance = self.services.cloud.launch(&request).await?;
+                    let instance = match self.services.cloud.launch(&request).await {
+                        Ok(instance) => {
+                            self.ctx.launch_attempts.settled(&self.id.key);
+                            instance
+                        }
+                        Err(error) => {
+                            self.ctx.launch_attempts.failed(&self.id.key);
+                            return Err(error.into());
+                        }
+                    };
                     self.ctx
                         .snapshots
                         .launched(&self.id.master_key, instance.clone())
                         .await;
-                    self.ctx
-                        .events
-                        .publish(
-                            &obj,
-                            false,
-                            "Launched",
-                            "Launch",
-                            format!(
-                                "launched {} for incarnation {} (certname {})",
-                                instance.id,
-                                plan.incarnation,
-                                self.id.certname(self.node, plan.incarnation)
-                            ),
-                        )
-                        .await;
+                    // The `Launched` event follows the status write that names the
+                    // instance (node.rs): a crash in between then reports it once, as
+                    // adopted, instead of launched and adopted.
                     // The record names the instance, so a lost status cannot cause a relaunch.
                     outcome.record_written |=
                         self.write_record(plan, Some(instance.id.clone())).await?;

@@ -45,6 +45,15 @@ pub struct Observed {
     pub fence_current: bool,
     /// Another node claims the certname: write no record and launch nothing.
     pub certname_conflict: bool,
+    /// The node's master is being deleted: nothing new is launched for it (its cleanup
+    /// would only have to terminate it again).
+    pub master_deleting: bool,
+    /// The instance status or the record names has been missing from every describe for
+    /// the visibility grace: it is gone, not merely not visible yet.
+    pub vanish_confirmed: bool,
+    /// A launch of this node failed without saying whether an instance was started, within
+    /// the visibility grace: deletion must not release yet.
+    pub launch_unsettled: bool,
 }
 
 /// One step toward the declared state, in the order the reconciler performs them.
@@ -120,6 +129,8 @@ pub mod reasons {
     pub const CERTIFICATE_LOST: &str = "CertificateLost";
     /// Another node claims the certname.
     pub const CERTNAME_CONFLICT: &str = "CertnameConflict";
+    /// The master is being deleted: nothing is launched.
+    pub const MASTER_DELETING: &str = "MasterDeleting";
 }
 
 fn is_live(state: InstanceState) -> bool {
@@ -227,8 +238,30 @@ pub fn plan(observed: &Observed) -> Plan {
         observed.record_incarnation == Some(incarnation) && observed.record_instance_id.is_some();
     let launched_by_status =
         observed.status_incarnation == Some(incarnation) && observed.status_instance_id.is_some();
-    let vanished =
+    let missing =
         live.is_empty() && current.is_empty() && (launched_by_record || launched_by_status);
+    let vanished = missing && observed.vanish_confirmed;
+    if missing && !vanished {
+        // Not visible yet (or gone): neither relaunch nor replace until that is known; a
+        // relaunch could start a second instance once the client token is forgotten.
+        let id = observed
+            .record_instance_id
+            .clone()
+            .or_else(|| observed.status_instance_id.clone())
+            .unwrap_or_default();
+        return Plan {
+            incarnation,
+            instance_id: None,
+            actions: Vec::new(),
+            phase: Phase::Launching,
+            instance_running: (
+                false,
+                reasons::LAUNCHING,
+                format!("instance {id} is not visible in EC2 yet"),
+            ),
+            release: false,
+        };
+    }
 
     let mut instance_id = None;
     let (phase, running);
@@ -423,10 +456,19 @@ pub fn plan(observed: &Observed) -> Plan {
             "another node claims the certname; nothing is launched".to_string(),
         );
     }
+    if observed.master_deleting && instance_id.is_none() && phase != Phase::Failed {
+        phase = Phase::Pending;
+        running = (
+            false,
+            reasons::MASTER_DELETING,
+            "the PuppetMaster is being deleted; nothing is launched".to_string(),
+        );
+    }
     let launch_needed = instance_id.is_none()
         && phase != Phase::Failed
         && !fencing_pending
-        && !observed.certname_conflict;
+        && !observed.certname_conflict
+        && !observed.master_deleting;
     if phase != Phase::Failed && !fencing_pending && !observed.certname_conflict {
         actions.push(Action::WriteRecord);
     }
@@ -501,6 +543,20 @@ fn plan_deletion(observed: &Observed) -> Plan {
         };
     }
 
+    if observed.launch_unsettled {
+        return Plan {
+            incarnation,
+            instance_id: None,
+            actions: vec![mark],
+            phase: Phase::Terminating,
+            instance_running: (
+                false,
+                reasons::DELETING,
+                "waiting to learn whether the last, failed launch started an instance".to_string(),
+            ),
+            release: false,
+        };
+    }
     let mut incarnations = vec![incarnation];
     if !observed.fixed_certname {
         if let Some(present) = &observed.ca_present_incarnations {
@@ -577,6 +633,27 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.actions, vec![Action::WriteRecord], "Never only reports");
         assert_eq!(p.phase, Phase::AwaitingCsr);
+    }
+
+    #[test]
+    fn nothing_is_launched_for_a_master_being_deleted() {
+        let o = Observed {
+            master_deleting: true,
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert!(!p.actions.contains(&Action::Launch), "{:?}", p.actions);
+        assert_eq!(p.phase, Phase::Pending);
+        assert_eq!(p.instance_running.1, reasons::MASTER_DELETING);
+        // An instance launched before the deletion began is kept until the node goes.
+        let o = Observed {
+            master_deleting: true,
+            instances: vec![inst("i-1", 1, InstanceState::Running)],
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(p.instance_id.as_deref(), Some("i-1"));
+        assert!(!p.actions.contains(&Action::Launch));
     }
 
     #[test]
@@ -759,6 +836,7 @@ mod tests {
         let o = Observed {
             record_incarnation: Some(3),
             record_instance_id: Some("i-gone".into()),
+            vanish_confirmed: true,
             ..Default::default()
         };
         let p = plan(&o);
@@ -780,11 +858,29 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_not_visible_yet_is_neither_relaunched_nor_replaced() {
+        // A describe taken right after RunInstances (or by a restarted operator) may not
+        // show the instance status and the record name.
+        let o = Observed {
+            status_incarnation: Some(1),
+            status_instance_id: Some("i-new".into()),
+            record_incarnation: Some(1),
+            record_instance_id: Some("i-new".into()),
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert_eq!(p.incarnation, 1);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.phase, Phase::Launching);
+    }
+
+    #[test]
     fn an_instance_named_by_status_alone_that_no_describe_shows_is_replaced() {
         // EC2 and S3 state both lost: status is the only evidence of incarnation 1.
         let mut o = Observed {
             status_incarnation: Some(1),
             status_instance_id: Some("i-lost".into()),
+            vanish_confirmed: true,
             ..Default::default()
         };
         let p = plan(&o);
@@ -881,6 +977,21 @@ mod tests {
     }
 
     #[test]
+    fn deletion_waits_while_a_failed_launch_may_have_started_an_instance() {
+        let o = Observed {
+            deleting: true,
+            launch_unsettled: true,
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert!(!p.release);
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Revoke { .. } | Action::DeleteRecord)));
+    }
+
+    #[test]
     fn orphan_deletion_releases_without_touching_anything() {
         let o = Observed {
             deleting: true,
@@ -948,7 +1059,8 @@ mod tests {
             states in proptest::collection::vec((1i64..4, state_strategy()), 0..6),
             lose_status in any::<bool>(),
         ) {
-            let mut world = Observed::default();
+            // Every describe here is current: a missing instance is gone.
+            let mut world = Observed { vanish_confirmed: true, ..Default::default() };
             for (n, (inc, st)) in states.iter().enumerate() {
                 let st = if *st == InstanceState::Pending { InstanceState::Running } else { *st };
                 world.instances.push(inst(&format!("i-x{n}"), *inc, st));

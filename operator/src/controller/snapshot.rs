@@ -9,14 +9,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+// tokio's clock, so a paused test clock (the simulation) ages snapshots.
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::error::ReconcileError;
 use super::services::MasterServices;
 use crate::ca::{CertState, CertificateInfo};
-use crate::cloud::{tags, Instance, InstanceState};
+use crate::cloud::{tags, Instance};
 use crate::records::{ListedRecord, RecordListing};
 
 /// What was observed of one master's cloud, bucket and CA.
@@ -87,10 +89,38 @@ struct Slot {
     snapshot: Option<Arc<Snapshot>>,
 }
 
+/// How long an instance this process launched is kept in the master's snapshot while
+/// DescribeInstances does not show it yet. EC2 is eventually consistent: a describe
+/// taken seconds after RunInstances may miss the instance, and a pass reading that as
+/// "gone" would launch a second incarnation beside it.
+pub const LAUNCH_VISIBILITY_GRACE: Duration = Duration::from_secs(300);
+
 /// Snapshots by master key (`namespace/name`).
 #[derive(Default)]
 pub struct SnapshotCache {
     slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    /// Instances launched by this process, per master, with when: until a describe shows
+    /// them (or the grace ends) they are merged into every new snapshot.
+    launches: std::sync::Mutex<HashMap<String, Vec<(Instance, Instant)>>>,
+}
+
+/// The described instances plus those launched within `grace` that the describe does
+/// not show yet; returns what is still awaited.
+pub fn merge_recent_launches(
+    described: &mut Vec<Instance>,
+    recent: Vec<(Instance, Instant)>,
+    now: Instant,
+    grace: Duration,
+) -> Vec<(Instance, Instant)> {
+    let mut awaited = Vec::new();
+    for (instance, at) in recent {
+        if described.iter().any(|i| i.id == instance.id) || now.duration_since(at) >= grace {
+            continue;
+        }
+        described.push(instance.clone());
+        awaited.push((instance, at));
+    }
+    awaited
 }
 
 impl SnapshotCache {
@@ -129,7 +159,8 @@ impl SnapshotCache {
                 return Ok(next);
             }
         }
-        let instances = services.cloud.describe_master_instances(master_key).await?;
+        let mut instances = services.cloud.describe_master_instances(master_key).await?;
+        self.merge_launches(master_key, &mut instances);
         let records = services.records.list().await?;
         let certificates = list_ca(master_key, services).await;
         let degraded_reads = degraded_budget(&certificates);
@@ -156,25 +187,32 @@ impl SnapshotCache {
         }
     }
 
+    fn merge_launches(&self, master_key: &str, instances: &mut Vec<Instance>) {
+        // A poisoned map only loses the merge; the describe itself is still used.
+        if let Ok(mut launches) = self.launches.lock() {
+            let recent = launches.remove(master_key).unwrap_or_default();
+            let awaited =
+                merge_recent_launches(instances, recent, Instant::now(), LAUNCH_VISIBILITY_GRACE);
+            if !awaited.is_empty() {
+                launches.insert(master_key.to_string(), awaited);
+            }
+        }
+    }
+
     /// Folds an instance the operator just launched into the snapshot. An instance known by
     /// id is one instance: when a describe newer than the launch already holds it (the
-    /// RunInstances answer arrived late), what the describe saw is kept.
+    /// RunInstances answer arrived late), what the describe saw is kept. Until a describe
+    /// shows it, later snapshots keep it too (EC2's describe lags behind its launches).
     pub async fn launched(&self, master_key: &str, instance: Instance) {
+        if let Ok(mut launches) = self.launches.lock() {
+            launches
+                .entry(master_key.to_string())
+                .or_default()
+                .push((instance.clone(), Instant::now()));
+        }
         self.update(master_key, |s| {
             if !s.instances.iter().any(|i| i.id == instance.id) {
                 s.instances.push(instance);
-            }
-        })
-        .await;
-    }
-
-    /// Marks instances the operator just asked to terminate as shutting down.
-    pub async fn terminated(&self, master_key: &str, ids: &[String]) {
-        self.update(master_key, |s| {
-            for i in s.instances.iter_mut().filter(|i| ids.contains(&i.id)) {
-                if i.state != InstanceState::Terminated {
-                    i.state = InstanceState::ShuttingDown;
-                }
             }
         })
         .await;
@@ -217,4 +255,64 @@ pub fn ca_has(certificates: &HashMap<String, CertificateInfo>, certname: &str) -
     certificates
         .get(certname)
         .is_some_and(|c| matches!(c.state, CertState::Requested | CertState::Signed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::InstanceState;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            state: InstanceState::Pending,
+            tags: Default::default(),
+            private_ip: None,
+            public_ip: None,
+            zone: None,
+            launch_time: None,
+            image_id: None,
+            instance_type: None,
+            subnet_id: None,
+            security_group_ids: vec![],
+            http_tokens: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launch_the_describe_does_not_show_yet_is_kept_until_the_grace_ends() {
+        let launched = Instant::now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let mut described = vec![instance("i-other")];
+        let awaited = merge_recent_launches(
+            &mut described,
+            vec![(instance("i-new"), launched)],
+            Instant::now(),
+            LAUNCH_VISIBILITY_GRACE,
+        );
+        assert_eq!(described.len(), 2, "kept while EC2 lags");
+        assert_eq!(awaited.len(), 1);
+
+        // Once the describe shows it, the describe's view is the one kept.
+        let mut seen = vec![Instance {
+            state: InstanceState::Running,
+            ..instance("i-new")
+        }];
+        let awaited =
+            merge_recent_launches(&mut seen, awaited, Instant::now(), LAUNCH_VISIBILITY_GRACE);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].state, InstanceState::Running);
+        assert!(awaited.is_empty());
+
+        // Still missing after the grace: it is gone, not lagging.
+        let mut described = Vec::new();
+        tokio::time::advance(LAUNCH_VISIBILITY_GRACE).await;
+        merge_recent_launches(
+            &mut described,
+            vec![(instance("i-new"), launched)],
+            Instant::now(),
+            LAUNCH_VISIBILITY_GRACE,
+        );
+        assert!(described.is_empty());
+    }
 }

@@ -1,11 +1,13 @@
 //! `puppet-conductor run`: both controllers in one process, behind the CRDs being
 //! established and (optionally) a Lease, with /metrics, /healthz and /readyz served
-//! throughout, stopping cleanly on SIGTERM.
+//! throughout, stopping on SIGTERM within a bounded time.
 
 pub mod config;
+pub mod triggers;
 pub mod wiring;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,9 +17,11 @@ use kube::{Api, CustomResourceExt, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use self::config::RunConfig;
+use self::triggers::{secret_triggers, SecretMeta};
 use self::wiring::{
-    master_controller, master_error_policy, master_triggers, node_controller, node_error_policy,
-    reconcile_master, reconcile_node, GuardedMaster, GuardedNode,
+    drain_within, hold_sweep, master_controller, master_error_policy, master_triggers,
+    node_controller, node_error_policy, reconcile_master, reconcile_node, GuardedMaster,
+    GuardedNode, HoldCaches,
 };
 use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
@@ -203,6 +207,11 @@ async fn wait_for_crds(client: &kube::Client) {
     }
 }
 
+/// How long reconciles in flight at SIGTERM may go on before they are dropped: well inside
+/// the pod's termination grace period (the chart leaves Kubernetes' default, 30 s), leaving
+/// time to release the Lease and exit. A single call may take `--call-timeout` (20 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 fn watch_config(scope: &Scope) -> watcher::Config {
     match &scope.label_selector {
         Some(selector) => watcher::Config::default().labels(selector),
@@ -210,7 +219,8 @@ fn watch_config(scope: &Scope) -> watcher::Config {
     }
 }
 
-/// Both controllers until `shutdown`; each finishes its running reconciles first.
+/// Both controllers until `shutdown`: then no reconcile starts, and those in flight get
+/// [`SHUTDOWN_GRACE`] to finish.
 pub async fn run_controllers(
     client: kube::Client,
     ctx: Arc<Context>,
@@ -221,6 +231,11 @@ pub async fn run_controllers(
     let node_api: Api<GuardedNode> = scope.api(client.clone());
     let master_api: Api<GuardedMaster> = scope.api(client.clone());
     let wc = watch_config(&scope);
+    // Every Secret of the scope's namespaces (Secrets carry no shard labels), metadata only.
+    let secret_api: Api<SecretMeta> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
 
     // Cached nodes drop managedFields: they are most of an object's size.
     let (node_reader, node_writer) = reflector::store();
@@ -229,18 +244,45 @@ pub async fn run_controllers(
         .modify(|n| n.managed_fields_mut().clear())
         .reflect(node_writer)
         .applied_objects();
-    // Only spec changes of a master re-trigger its nodes, not its status writes.
+    // Only spec changes of a master re-trigger its nodes, not its status writes; they also
+    // wake the hold sweep for the master's namespace (a reference may have moved).
+    let (wake_sweep, sweep_woken) = tokio::sync::mpsc::unbounded_channel();
     let master_changes = master_triggers(
         watcher(master_api.clone(), wc.clone())
             .default_backoff()
             .applied_objects(),
-    );
+    )
+    .inspect(move |_| {
+        let _ = wake_sweep.send(());
+    });
     let (master_reader, master_writer) = reflector::store();
     let masters = watcher(master_api, wc)
         .default_backoff()
         .modify(|m| m.managed_fields_mut().clear())
         .reflect(master_writer)
         .applied_objects();
+    // Annotations are dropped too: kubectl's last-applied copy holds the Secret's data.
+    let (secret_reader, secret_writer) = reflector::store();
+    let secrets = secret_triggers(
+        watcher(secret_api, watcher::Config::default())
+            .default_backoff()
+            .modify(|s| {
+                s.managed_fields_mut().clear();
+                s.annotations_mut().clear();
+            })
+            .reflect(secret_writer),
+    );
+    let sweep = hold_sweep(
+        ctx.clone(),
+        HoldCaches {
+            secrets: secret_reader,
+            masters: master_reader.clone(),
+            nodes: node_reader.clone(),
+        },
+        sweep_woken,
+        ctx.settings.master_resync,
+        shutdown.clone(),
+    );
 
     let node_run = node_controller(nodes, node_reader, master_changes, concurrency)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -250,8 +292,8 @@ pub async fn run_controllers(
                 tracing::debug!(%error, "node reconcile");
             }
         });
-    let master_run = master_controller(masters, master_reader, concurrency)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+    let master_run = master_controller(masters, master_reader, secrets, concurrency)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_master, master_error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
@@ -259,6 +301,12 @@ pub async fn run_controllers(
             }
         });
     tracing::info!("controllers started");
-    futures::join!(node_run, master_run);
-    tracing::info!("controllers stopped");
+    let all = async {
+        futures::join!(node_run, master_run, sweep);
+    };
+    if drain_within(all, &shutdown, SHUTDOWN_GRACE).await {
+        tracing::info!("controllers stopped");
+    } else {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after SIGTERM were dropped");
+    }
 }

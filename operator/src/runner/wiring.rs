@@ -1,11 +1,15 @@
-//! How the two controllers are put together: their trigger streams, the cross-object
-//! trigger from a master to its nodes, and the guard against malformed objects.
+//! How the controllers are put together: their trigger streams (filtered so that the
+//! operator's own status writes wake nothing), the cross-object triggers from a master to
+//! its nodes and from a Secret to the masters referencing it, the guard against malformed
+//! objects, the sweep releasing Secret holds no master needs, and the bounded drain on
+//! shutdown.
 //!
 //! The streams come in as arguments, so the same wiring runs on API watches in
 //! production and on hand-fed streams in tests (kube-fake-client has no watch).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -13,12 +17,17 @@ use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::Resource;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::triggers::{guarded_trigger, master_trigger, node_trigger, SecretMeta};
 use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
+use crate::controller::error::chain;
+use crate::controller::secret_hold::{referenced_secrets, release_unneeded, stale_holds};
 use crate::controller::{master, node, Context, ReconcileError};
 
 /// A PuppetNode as watched: a malformed object arrives as an error instead of stalling
@@ -51,15 +60,41 @@ pub fn nodes_of_master(
         .collect()
 }
 
-/// Master changes that re-trigger nodes: spec changes only (a new generation), so the
-/// master's own status writes do not reconcile all its nodes again.
+/// The masters (from the master store) that reference `secret`: they are reconciled again
+/// when it changes (rotated, created, deleted).
+pub fn masters_of_secret(
+    secret: &SecretMeta,
+    masters: &[Arc<GuardedMaster>],
+) -> Vec<ObjectRef<GuardedMaster>> {
+    let meta = secret.meta();
+    let Some(name) = meta.name.as_deref() else {
+        return Vec::new();
+    };
+    masters
+        .iter()
+        .filter_map(|guarded| match &guarded.0 {
+            Ok(m)
+                if m.meta().namespace == meta.namespace && referenced_secrets(m).contains(name) =>
+            {
+                Some(ObjectRef::from_obj(guarded.as_ref()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Master changes that re-trigger nodes: spec changes only (a new generation, which
+/// deletion bumps too), so the master's own status writes do not reconcile all its nodes
+/// again. A Secret rotation does not reach the nodes this way: their services are re-read
+/// per pass, keyed by the Secrets' resourceVersions, so their next pass uses the new ones.
 pub fn master_triggers(
     masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static {
     masters.predicate_filter(kube::runtime::predicates::generation, Default::default())
 }
 
-/// The PuppetNode controller: triggered by node changes and by changes of their master.
+/// The PuppetNode controller: triggered by node changes (not by their status writes) and by
+/// changes of their master.
 pub fn node_controller(
     nodes: impl Stream<Item = Result<GuardedNode, watcher::Error>> + Send + 'static,
     store: Store<GuardedNode>,
@@ -67,6 +102,10 @@ pub fn node_controller(
     concurrency: u16,
 ) -> Controller<GuardedNode> {
     let lookup = store.clone();
+    let nodes = nodes.predicate_filter(
+        |n: &GuardedNode| guarded_trigger(n, node_trigger),
+        PredicateConfig::default(),
+    );
     Controller::for_stream(nodes, store)
         .watches_stream(masters, move |master| {
             nodes_of_master(&master, &lookup.state())
@@ -74,14 +113,112 @@ pub fn node_controller(
         .with_config(controller::Config::default().concurrency(concurrency))
 }
 
-/// The PuppetMaster controller.
+/// The PuppetMaster controller: triggered by master changes (not by its status writes) and
+/// by changes of the Secrets it references.
 pub fn master_controller(
     masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
     store: Store<GuardedMaster>,
+    secrets: impl Stream<Item = Result<SecretMeta, watcher::Error>> + Send + 'static,
     concurrency: u16,
 ) -> Controller<GuardedMaster> {
+    let lookup = store.clone();
+    let masters = masters.predicate_filter(
+        |m: &GuardedMaster| guarded_trigger(m, master_trigger),
+        PredicateConfig::default(),
+    );
     Controller::for_stream(masters, store)
+        .watches_stream(secrets, move |secret| {
+            masters_of_secret(&secret, &lookup.state())
+        })
         .with_config(controller::Config::default().concurrency(concurrency))
+}
+
+/// The caches the hold sweep reads.
+pub struct HoldCaches {
+    /// Secret metadata in scope.
+    pub secrets: Store<SecretMeta>,
+    /// PuppetMasters in scope.
+    pub masters: Store<GuardedMaster>,
+    /// PuppetNodes in scope.
+    pub nodes: Store<GuardedNode>,
+}
+
+/// One pass of the hold sweep: the held Secrets the caches show no master needs, each
+/// namespace's confirmed against the API before anything is released.
+pub async fn sweep_holds(ctx: &Context, caches: &HoldCaches) {
+    let candidates = {
+        let masters = caches.masters.state();
+        let nodes = caches.nodes.state();
+        let secrets = caches.secrets.state();
+        stale_holds(
+            secrets.iter().map(|s| &s.metadata),
+            &masters.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+        )
+    };
+    for (namespace, names) in candidates {
+        if let Err(error) = release_unneeded(ctx, &namespace, &names).await {
+            tracing::warn!(namespace, error = %chain(&error), "releasing unneeded Secret holds failed; retried on the next sweep");
+        }
+    }
+}
+
+/// How long the sweep waits after a master change before it looks, so that the master
+/// cache (a watch of its own) has the new spec.
+const SWEEP_SETTLE: Duration = Duration::from_secs(1);
+
+/// Releases Secret holds no master needs any more (a reference changed, a master was
+/// removed without releasing them): every `period`, and shortly after a master's spec
+/// changes (a message on `woken`). Stops at `shutdown`.
+pub async fn hold_sweep(
+    ctx: Arc<Context>,
+    caches: HoldCaches,
+    mut woken: mpsc::UnboundedReceiver<()>,
+    period: Duration,
+    shutdown: CancellationToken,
+) {
+    // Empty caches would make every hold look stale (each then costs API reads to confirm).
+    let ready = async {
+        futures::join!(
+            caches.secrets.wait_until_ready(),
+            caches.masters.wait_until_ready(),
+            caches.nodes.wait_until_ready()
+        )
+    };
+    tokio::select! {
+        _ = ready => {}
+        () = shutdown.cancelled() => return,
+    }
+    loop {
+        sweep_holds(&ctx, &caches).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+            Some(()) = woken.recv() => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(SWEEP_SETTLE) => {}
+                }
+                while woken.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+/// Runs `work` to its end, or, once `shutdown` is cancelled, for at most `grace` more:
+/// what is still running then is dropped, which aborts the reconciles in flight (each step
+/// is idempotent, so the next leader repeats it). True when `work` ended by itself.
+pub async fn drain_within(
+    work: impl Future<Output = ()>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> bool {
+    tokio::pin!(work);
+    tokio::select! {
+        () = &mut work => return true,
+        () = shutdown.cancelled() => {}
+    }
+    tokio::time::timeout(grace, work).await.is_ok()
 }
 
 fn reference_of(kind: &str, invalid: &InvalidObject) -> ObjectReference {

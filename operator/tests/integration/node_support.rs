@@ -266,6 +266,8 @@ impl Harness {
         let settings = NodeSettings {
             operator_id: "test".into(),
             snapshot_max_age: std::time::Duration::ZERO,
+            // moto's describe is never behind: a missing instance is gone at once.
+            instance_visibility_grace: std::time::Duration::ZERO,
             ..Default::default()
         };
         let ctx = Arc::new(Context::new(

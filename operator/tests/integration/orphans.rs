@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use puppet_conductor::api::master::{CloudProvider, OrphanAction};
@@ -210,8 +210,8 @@ impl World {
                     .collect(),
             ),
             degraded_reads: Default::default(),
-            taken: Instant::now(),
-            ca_taken: Instant::now(),
+            taken: tokio::time::Instant::now(),
+            ca_taken: tokio::time::Instant::now(),
         }
     }
 

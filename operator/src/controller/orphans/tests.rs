@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -85,8 +85,8 @@ fn snap(
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),
         degraded_reads: Default::default(),
-        taken: Instant::now(),
-        ca_taken: Instant::now(),
+        taken: tokio::time::Instant::now(),
+        ca_taken: tokio::time::Instant::now(),
     }
 }
 

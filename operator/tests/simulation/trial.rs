@@ -1,0 +1,969 @@
+//! One seeded trial: a world, a schedule of moves, the invariants after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use puppet_conductor::api::node::Phase;
+use puppet_conductor::api::PuppetNode;
+use puppet_conductor::cloud::{tags, InstanceState};
+use puppet_conductor::fakes::{Fate, FaultKind, System};
+use puppet_conductor::identity;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::agents::{self, AgentState};
+use crate::api::MemoryApi;
+use crate::fixtures::Fixtures;
+use crate::gate::SchedGate;
+use crate::world::*;
+
+/// How one trial is shaped.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Steps with user actions, faults and crashes.
+    pub chaos_steps: usize,
+    /// Steps after faults stop in which every node must converge.
+    pub quiet_steps: usize,
+    /// Most nodes alive at once.
+    pub max_nodes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chaos_steps: 80,
+            quiet_steps: 1500,
+            max_nodes: 3,
+        }
+    }
+}
+
+/// Who sent a CSR.
+#[derive(Clone, Debug)]
+enum Submitter {
+    Genuine {
+        uid: String,
+        incarnation: i64,
+    },
+    /// A certname squatter without the challenge.
+    Forged,
+    /// Someone who read a waiting CSR and sends its challenge with their own key.
+    Replay,
+}
+
+/// A trial's outcome.
+pub struct Outcome {
+    pub steps: usize,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+}
+
+pub struct Trial {
+    cfg: Config,
+    rng: StdRng,
+    step: usize,
+    trace: Vec<String>,
+    violations: Vec<String>,
+    api: MemoryApi,
+    gate: SchedGate,
+    fx: Fixtures,
+    factory: Arc<SimFactory>,
+    op: Operator,
+    /// Last trigger hash per object (the watch model).
+    seen: BTreeMap<ObjKey, u64>,
+    master_generation: Option<i64>,
+    agents: BTreeMap<String, AgentState>,
+    submitters: BTreeMap<String, Submitter>,
+    /// Challenge and instance id of every genuine CSR an attacker could read while it waited.
+    readable: BTreeMap<String, (String, String)>,
+    /// Whether the master carried the operator's finalizer when last seen.
+    master_finalized: bool,
+    /// Node UID → name, for every node ever created.
+    names: BTreeMap<String, String>,
+    /// Node UID → step its deletion began.
+    deleting_since: BTreeMap<String, usize>,
+    /// Node UID → (incarnation, step) of the newest launch seen.
+    newest_launch: BTreeMap<String, (i64, usize)>,
+    /// Tokio task → (object, step it started).
+    tasks: BTreeMap<tokio::task::Id, (ObjKey, usize)>,
+    /// Certname → start step of the reconcile whose sign call was released last.
+    sign_calls: BTreeMap<String, usize>,
+    signs_seen: usize,
+    signed_certnames: BTreeSet<String>,
+    outages: BTreeSet<System>,
+    bad_credentials: bool,
+    namespace_deleted: bool,
+    node_seq: usize,
+    starts_at: BTreeMap<(ObjKey, Instant), usize>,
+    quiet: bool,
+}
+
+fn hash_of(v: &Value) -> u64 {
+    let d = Sha256::digest(v.to_string().as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap())
+}
+
+/// What wakes a reconcile of an object (the runner's watch configuration).
+fn trigger(kind: Kind, obj: &Value) -> u64 {
+    let _ = kind;
+    hash_of(&obj["metadata"]["resourceVersion"])
+}
+
+impl Trial {
+    pub async fn new(seed: u64, cfg: Config) -> Self {
+        let api = MemoryApi::default();
+        let gate = SchedGate::default();
+        let fx = Fixtures::new(gate.clone()).await;
+        let client = api.client();
+        let factory = Arc::new(SimFactory {
+            client: client.clone(),
+            ec2: fx.ec2.clone(),
+            records: fx.records.clone(),
+            ca: fx.ca.clone(),
+            ca_pem: fx.ca_pem.clone(),
+        });
+        for (name, data) in [
+            (
+                CA_SECRET,
+                vec![("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", "a")],
+            ),
+            (
+                CLOUD_SECRET,
+                vec![("accessKeyId", "good"), ("secretAccessKey", "s")],
+            ),
+            (CHALLENGE_SECRET, vec![("key", "k")]),
+        ] {
+            api.create("secrets", NS, secret_object(name, &data))
+                .unwrap();
+        }
+        api.create("puppetmasters", NS, master_object()).unwrap();
+        let op = Operator::start(client, factory.clone());
+        let mut t = Self {
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            step: 0,
+            trace: Vec::new(),
+            violations: Vec::new(),
+            api,
+            gate,
+            fx,
+            factory,
+            op,
+            seen: BTreeMap::new(),
+            master_generation: None,
+            agents: BTreeMap::new(),
+            submitters: BTreeMap::new(),
+            readable: BTreeMap::new(),
+            master_finalized: false,
+            names: BTreeMap::new(),
+            deleting_since: BTreeMap::new(),
+            newest_launch: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            sign_calls: BTreeMap::new(),
+            signs_seen: 0,
+            signed_certnames: BTreeSet::new(),
+            outages: BTreeSet::new(),
+            bad_credentials: false,
+            namespace_deleted: false,
+            node_seq: 0,
+            starts_at: BTreeMap::new(),
+            quiet: false,
+        };
+        t.create_node();
+        t
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.push(format!(
+            "{:>4} t={:>6.1}s {line}",
+            self.step,
+            self.elapsed()
+        ));
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.fx.clock_origin.elapsed().as_secs_f64()
+    }
+
+    fn violation(&mut self, what: String) {
+        self.note(format!("VIOLATION: {what}"));
+        self.violations.push(what);
+    }
+
+    /// Lets every task run until it parks at the gate or finishes.
+    async fn settle(&mut self) {
+        // Paused clock: a 1 ns sleep returns only once every other task is idle.
+        tokio::time::sleep(Duration::from_nanos(1)).await;
+        self.gate.prune();
+    }
+
+    pub async fn run(mut self) -> Outcome {
+        for _ in 0..self.cfg.chaos_steps {
+            if !self.step_once().await {
+                break;
+            }
+        }
+        self.quiet = true;
+        self.outages.clear();
+        if self.bad_credentials {
+            self.set_credentials(true);
+        }
+        self.note("faults stop".into());
+        let mut converged = false;
+        for _ in 0..self.cfg.quiet_steps {
+            if !self.violations.is_empty() {
+                break;
+            }
+            if self.converged() {
+                converged = true;
+                break;
+            }
+            self.step_once().await;
+        }
+        if self.violations.is_empty() && !converged {
+            let state = self.describe_state();
+            self.violation(format!(
+                "did not converge within {} quiet steps: {state}",
+                self.cfg.quiet_steps
+            ));
+        }
+        self.op.kill();
+        Outcome {
+            steps: self.step,
+            violations: self.violations,
+            trace: self.trace,
+        }
+    }
+
+    async fn step_once(&mut self) -> bool {
+        self.settle().await;
+        self.observe().await;
+        if !self.violations.is_empty() {
+            return false;
+        }
+        self.act().await;
+        self.step += 1;
+        true
+    }
+
+    // ---- observation: completions, the watch model, invariants ----
+
+    async fn observe(&mut self) {
+        for (key, after, error) in self.op.collect().await {
+            let what = match error {
+                Some(e) => format!("failed: {e}"),
+                None => "ok".into(),
+            };
+            self.note(format!("{key:?} done ({what}), requeue {after:?}"));
+        }
+        self.watch();
+        self.check_instances();
+        self.check_signatures();
+        self.check_conditions();
+    }
+
+    fn watch(&mut self) {
+        let now = Instant::now();
+        let mut present = BTreeSet::new();
+        for kind in [Kind::Master, Kind::Node] {
+            for obj in self.api.list(kind.plural(), NS) {
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let key = (kind, name);
+                present.insert(key.clone());
+                let h = trigger(kind, &obj);
+                if self.seen.get(&key) != Some(&h) {
+                    self.seen.insert(key.clone(), h);
+                    self.op.schedule(key.clone(), now);
+                }
+                if kind == Kind::Node {
+                    let uid = obj["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if !obj["metadata"]["deletionTimestamp"].is_null() {
+                        self.deleting_since.entry(uid).or_insert(self.step);
+                    }
+                }
+                if kind == Kind::Master {
+                    self.master_finalized = obj["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f == "puppet-conductor.dev/nodes"));
+                    let g = obj["metadata"]["generation"].as_i64();
+                    if self.master_generation.is_some() && self.master_generation != g {
+                        for n in self.api.list("puppetnodes", NS) {
+                            let name = n["metadata"]["name"].as_str().unwrap_or_default();
+                            self.op.schedule((Kind::Node, name.to_string()), now);
+                        }
+                    }
+                    self.master_generation = g;
+                }
+            }
+        }
+        let gone: Vec<ObjKey> = self
+            .seen
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.seen.remove(&key);
+            self.op.queue.remove(&key);
+            self.note(format!("{key:?} is gone from the API"));
+            if key.0 == Kind::Node {
+                let uid = self
+                    .names
+                    .iter()
+                    .find(|(_, n)| **n == key.1)
+                    .map(|(u, _)| u.clone());
+                if let Some(uid) = uid {
+                    self.check_cleanup(&uid);
+                }
+            } else if self.master_finalized && !self.api.list("puppetnodes", NS).is_empty() {
+                self.violation("the master was released while PuppetNodes still name it".into());
+            }
+        }
+    }
+
+    /// At most one live instance per node, never two incarnations at once.
+    fn check_instances(&mut self) {
+        let mut live: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in self.fx.instances() {
+            let uid = i.tags.get(tags::NODE_UID).cloned().unwrap_or_default();
+            let inc = i
+                .tags
+                .get(tags::INCARNATION)
+                .and_then(|t| identity::parse_incarnation(t))
+                .unwrap_or(0);
+            let newest = self.newest_launch.entry(uid.clone()).or_insert((0, 0));
+            if inc > newest.0 {
+                *newest = (inc, self.step);
+            }
+            if matches!(i.state, InstanceState::Pending | InstanceState::Running) {
+                live.entry(uid)
+                    .or_default()
+                    .push(format!("{} (incarnation {inc})", i.id));
+            }
+        }
+        for (uid, ids) in live {
+            if ids.len() > 1 {
+                let name = self.names.get(&uid).cloned().unwrap_or_default();
+                self.violation(format!(
+                    "node {name} has {} live instances: {ids:?}",
+                    ids.len()
+                ));
+            }
+        }
+    }
+
+    /// Nothing is left of a node whose deletion completed.
+    fn check_cleanup(&mut self, uid: &str) {
+        let name = self.names.get(uid).cloned().unwrap_or_default();
+        for i in self.fx.instances() {
+            if i.tags.get(tags::NODE_UID).map(String::as_str) == Some(uid)
+                && matches!(i.state, InstanceState::Pending | InstanceState::Running)
+            {
+                self.violation(format!(
+                    "deleted node {name} left instance {} {}",
+                    i.id, i.state
+                ));
+            }
+        }
+        let newest = self
+            .newest_launch
+            .get(uid)
+            .map_or(1, |(inc, _)| *inc)
+            .max(1);
+        for inc in 1..=newest + 1 {
+            let certname = identity::certname(uid, inc, None);
+            if self.fx.ca_signed_now(&certname) {
+                self.violation(format!(
+                    "deleted node {name} left certificate {certname} signed"
+                ));
+            }
+            if self.fx.has_records(&certname) {
+                self.violation(format!("deleted node {name} left records of {certname}"));
+            }
+        }
+    }
+
+    /// Every signature the CA made was allowed by the trust rules when it was asked for.
+    fn check_signatures(&mut self) {
+        let signed = self.fx.signed_history();
+        for (certname, public_key_sha) in signed.into_iter().skip(self.signs_seen) {
+            self.signs_seen += 1;
+            let asked_at = self.sign_calls.get(&certname).copied().unwrap_or(self.step);
+            if !self.signed_certnames.insert(certname.clone()) {
+                self.violation(format!("{certname} was signed a second time"));
+                continue;
+            }
+            match self.submitters.get(&public_key_sha).cloned() {
+                None => self.violation(format!("{certname} signed for a key no agent sent")),
+                Some(Submitter::Forged) => {
+                    self.violation(format!("{certname} signed for a forged CSR (no challenge)"))
+                }
+                Some(Submitter::Replay) | Some(Submitter::Genuine { .. }) => {}
+            }
+            let Some(uid) = self
+                .names
+                .keys()
+                .find(|u| (1..=20).any(|inc| identity::certname(u, inc, None) == certname))
+                .cloned()
+            else {
+                self.violation(format!("{certname} signed but no node ever had it"));
+                continue;
+            };
+            let inc = (1..=20)
+                .find(|inc| identity::certname(&uid, *inc, None) == certname)
+                .unwrap_or(0);
+            if let Some(since) = self.deleting_since.get(&uid) {
+                if *since < asked_at {
+                    self.violation(format!(
+                        "{certname} signed for a node deleting since step {since} (asked at step {asked_at})"
+                    ));
+                }
+            }
+            if let Some((newest, at)) = self.newest_launch.get(&uid) {
+                if *newest > inc && *at < asked_at {
+                    self.violation(format!(
+                        "{certname} signed for incarnation {inc} after incarnation {newest} launched"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A condition never claims what observation did not see.
+    fn check_conditions(&mut self) {
+        for obj in self.api.list("puppetnodes", NS) {
+            let Ok(node) = serde_json::from_value::<PuppetNode>(obj) else {
+                continue;
+            };
+            let Some(status) = node.status.as_ref() else {
+                continue;
+            };
+            if status.phase == Some(Phase::Ready) {
+                let certname = status.certname.clone().unwrap_or_default();
+                if !self.signed_certnames.contains(&certname) {
+                    self.violation(format!(
+                        "{} is Ready but {certname} was never signed",
+                        node.metadata.name.clone().unwrap_or_default()
+                    ));
+                }
+                let known = status
+                    .instance_id
+                    .as_ref()
+                    .is_some_and(|id| self.fx.instances().iter().any(|i| &i.id == id));
+                if !known && !self.fx.ec2_lost {
+                    self.violation(format!(
+                        "{} is Ready with instance {:?} that never existed",
+                        node.metadata.name.clone().unwrap_or_default(),
+                        status.instance_id
+                    ));
+                }
+            }
+        }
+    }
+
+    fn converged(&self) -> bool {
+        if !self.op.running.is_empty() || !self.gate.parked().is_empty() {
+            return false;
+        }
+        if self.namespace_deleted {
+            return self.api.namespace_gone(NS);
+        }
+        let master_deleting = self
+            .api
+            .list("puppetmasters", NS)
+            .iter()
+            .any(|m| !m["metadata"]["deletionTimestamp"].is_null());
+        let nodes = self.api.list("puppetnodes", NS);
+        if master_deleting && nodes.is_empty() {
+            return false;
+        }
+        let master_gone = self.api.list("puppetmasters", NS).is_empty();
+        nodes.into_iter().all(|obj| {
+            let certname = obj["status"]["certname"].as_str().unwrap_or_default();
+            let phase = obj["status"]["phase"].as_str();
+            obj["metadata"]["deletionTimestamp"].is_null()
+                && (matches!(phase, Some("Ready") | Some("Failed"))
+                    // A master being deleted launches nothing new; it waits for its nodes.
+                    || (master_deleting && phase == Some("Pending"))
+                    // Deleted before the operator ever held it: its nodes cannot act.
+                    || (master_gone && phase == Some("Pending"))
+                    // A replayed challenge won the race: the agent is locked out, as the
+                    // trust rules accept (a challenge is worth one signature).
+                    || (phase == Some("Signed") && self.hijacked(certname)))
+        })
+    }
+
+    fn hijacked(&self, certname: &str) -> bool {
+        self.fx
+            .signed_key(certname)
+            .and_then(|k| self.submitters.get(&k))
+            .is_some_and(|s| matches!(s, Submitter::Replay))
+    }
+
+    fn describe_state(&self) -> String {
+        let nodes: Vec<String> = self
+            .api
+            .list("puppetnodes", NS)
+            .iter()
+            .map(|o| {
+                let ready = o["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| format!("{}: {}", c["reason"], c["message"]))
+                    .unwrap_or_default();
+                format!(
+                    "{} phase={} deleting={} ready=({ready})",
+                    o["metadata"]["name"],
+                    o["status"]["phase"],
+                    !o["metadata"]["deletionTimestamp"].is_null()
+                )
+            })
+            .collect();
+        let masters = self.api.list("puppetmasters", NS).len();
+        format!(
+            "nodes [{}], masters {masters}, parked {}, running {}, queued {:?}",
+            nodes.join("; "),
+            self.gate.parked().len(),
+            self.op.running.len(),
+            self.op.queue.keys().collect::<Vec<_>>()
+        )
+    }
+
+    // ---- moves ----
+
+    async fn act(&mut self) {
+        let parked = self.gate.parked();
+        let due = self.op.due();
+        let agents = self.agents_with_work();
+        let mut weights: Vec<(u32, u8)> = Vec::new();
+        if !parked.is_empty() {
+            weights.push((40, 0));
+        }
+        if !due.is_empty() {
+            weights.push((25, 1));
+        }
+        if !agents.is_empty() {
+            weights.push((10, 2));
+        }
+        if !self.quiet {
+            weights.push((8, 3));
+        }
+        // Time passes now and then whatever else is possible (agents wait, boots finish).
+        weights.push((4, 4));
+        let total: u32 = weights.iter().map(|w| w.0).sum();
+        let mut pick = self.rng.random_range(0..total);
+        let mut choice = weights[0].1;
+        for (w, c) in &weights {
+            if pick < *w {
+                choice = *c;
+                break;
+            }
+            pick -= w;
+        }
+        match choice {
+            0 => {
+                let (seq, call, task) = parked[self.rng.random_range(0..parked.len())].clone();
+                let fate = self.fate_for(call.system);
+                if call.operation == "sign" && fate != Fate::Fail(FaultKind::Unavailable) {
+                    let started = task
+                        .and_then(|t| self.tasks.get(&t))
+                        .map_or(self.step, |(_, s)| *s);
+                    self.sign_calls.insert(call.target.clone(), started);
+                }
+                self.note(format!(
+                    "answer {:?} {} {} -> {fate:?}",
+                    call.system, call.operation, call.target
+                ));
+                self.gate.release(seq, fate);
+            }
+            1 => {
+                let key = due[self.rng.random_range(0..due.len())].clone();
+                let now = Instant::now();
+                let n = {
+                    let n = self.starts_at.entry((key.clone(), now)).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n > 8 {
+                    self.violation(format!(
+                        "{key:?} reconciled {n} times without time passing: it wakes itself"
+                    ));
+                    return;
+                }
+                self.note(format!("start {key:?}"));
+                if let Some(id) = self.op.spawn(&self.api, key.clone(), self.step) {
+                    self.tasks.insert(id, (key, self.step));
+                }
+            }
+            2 => {
+                let id = agents[self.rng.random_range(0..agents.len())].clone();
+                self.agent_acts(&id).await;
+            }
+            3 => self.chaos().await,
+            _ => self.advance().await,
+        }
+    }
+
+    fn fate_for(&mut self, system: System) -> Fate {
+        if system == System::Ec2 && self.bad_credentials {
+            return Fate::Fail(FaultKind::Denied);
+        }
+        if self.outages.contains(&system) {
+            return Fate::Fail(FaultKind::Unavailable);
+        }
+        if self.quiet {
+            return Fate::Answer;
+        }
+        match self.rng.random_range(0..100) {
+            0..=84 => Fate::Answer,
+            85..=87 => Fate::Fail(FaultKind::Unavailable),
+            88..=90 => Fate::Fail(FaultKind::Timeout),
+            91..=92 => Fate::Fail(FaultKind::Throttled),
+            _ => Fate::Lost,
+        }
+    }
+
+    async fn advance(&mut self) {
+        let now = Instant::now();
+        let next = self
+            .op
+            .queue
+            .values()
+            .filter(|at| **at > now)
+            .min()
+            .copied();
+        let to = next.unwrap_or(now + Duration::from_secs(30));
+        // Agents and boots move on in whole seconds at least.
+        let to = to.max(now + Duration::from_millis(500));
+        self.note(format!("time passes {:.1}s", (to - now).as_secs_f64()));
+        tokio::time::sleep_until(to).await;
+    }
+
+    fn create_node(&mut self) {
+        if self.namespace_deleted {
+            return;
+        }
+        let name = format!("n{}", self.node_seq);
+        self.node_seq += 1;
+        match self
+            .api
+            .create("puppetnodes", NS, node_object(&name, &["role::web"]))
+        {
+            Ok(obj) => {
+                let uid = obj["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.names.insert(uid, name.clone());
+                self.note(format!("user creates node {name}"));
+            }
+            Err(e) => self.note(format!("user cannot create node {name}: {e}")),
+        }
+    }
+
+    fn live_nodes(&self) -> Vec<Value> {
+        self.api.list("puppetnodes", NS)
+    }
+
+    fn set_credentials(&mut self, good: bool) {
+        self.bad_credentials = !good;
+        let id = if good { "good" } else { "bad" };
+        self.api.edit(
+            "secrets",
+            NS,
+            CLOUD_SECRET,
+            &json!({"data": {"accessKeyId": crate::world::base64_str(id)}}),
+        );
+        self.note(format!("cloud credentials are now {id}"));
+    }
+
+    async fn chaos(&mut self) {
+        let nodes = self.live_nodes();
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        match self.rng.random_range(0..100) {
+            0..=19 => {
+                if names.len() < self.cfg.max_nodes {
+                    self.create_node();
+                }
+            }
+            20..=31 => {
+                if let Some(name) = pick(&mut self.rng, &names) {
+                    self.note(format!("user deletes node {name}"));
+                    self.api.delete("puppetnodes", NS, &name);
+                }
+            }
+            32..=39 => {
+                if let Some(name) = pick(&mut self.rng, &names) {
+                    let class = format!("role::r{}", self.rng.random_range(0..5));
+                    self.note(format!("user sets classes of {name} to {class}"));
+                    self.api.edit(
+                        "puppetnodes",
+                        NS,
+                        &name,
+                        &json!({"spec": {"classes": [class]}}),
+                    );
+                }
+            }
+            40..=45 => {
+                let ids: Vec<String> = self
+                    .fx
+                    .instances()
+                    .into_iter()
+                    .filter(|i| !i.state.is_terminating())
+                    .map(|i| i.id)
+                    .collect();
+                if let Some(id) = pick(&mut self.rng, &ids) {
+                    self.note(format!("someone terminates {id} outside the operator"));
+                    self.fx.ec2.terminate_outside(&id);
+                }
+            }
+            46..=51 => {
+                self.note("the operator crashes and restarts".into());
+                self.crash().await;
+            }
+            52..=57 => {
+                let system = [System::Ec2, System::S3, System::Ca][self.rng.random_range(0..3)];
+                if self.outages.remove(&system) {
+                    self.note(format!("{system:?} is back"));
+                } else {
+                    self.outages.insert(system);
+                    self.note(format!("{system:?} is down"));
+                }
+            }
+            58..=61 => {
+                let good = self.bad_credentials;
+                self.set_credentials(good);
+            }
+            62..=65 => self.hostile_csr(),
+            66..=68 => {
+                let signed: Vec<String> = self.signed_certnames.iter().cloned().collect();
+                if let Some(c) = pick(&mut self.rng, &signed) {
+                    self.note(format!("an admin cleans {c} at the CA"));
+                    self.fx.ca.clean_outside(&c);
+                }
+            }
+            69..=70 => {
+                self.note("EC2 loses every instance".into());
+                self.fx.lose_ec2();
+            }
+            71..=72 => {
+                self.note("the records bucket is emptied".into());
+                self.fx.records.lose_state();
+            }
+            73..=74 => {
+                self.note("EC2 and the bucket lose their state together".into());
+                self.fx.lose_ec2();
+                self.fx.records.lose_state();
+            }
+            75 => {
+                self.note("user deletes the master".into());
+                self.api.delete("puppetmasters", NS, MASTER);
+            }
+            76 => {
+                self.note("user deletes the namespace".into());
+                self.namespace_deleted = true;
+                self.api.delete_namespace(NS);
+            }
+            77..=78 => {
+                let s = [CA_SECRET, CLOUD_SECRET][self.rng.random_range(0..2)];
+                self.note(format!("a GitOps prune deletes Secret {s}"));
+                self.api.delete("secrets", NS, s);
+            }
+            79..=80 => {
+                self.note("a poisoned CSR breaks the CA's listings".into());
+                let n = self.node_seq;
+                let _ = self.fx.ca.submit_csr(
+                    &format!("poison{n}"),
+                    &agents::poison_csr(&format!("poison{n}")),
+                );
+            }
+            _ => {
+                if names.len() < self.cfg.max_nodes {
+                    self.create_node();
+                }
+            }
+        }
+    }
+
+    async fn crash(&mut self) {
+        for (seq, call, _) in self.gate.parked() {
+            if self.rng.random_bool(0.5) {
+                self.note(format!(
+                    "  {:?} {} {} landed, answer lost",
+                    call.system, call.operation, call.target
+                ));
+                self.gate.release(seq, Fate::Lost);
+            }
+        }
+        tokio::task::yield_now().await;
+        self.op.kill();
+        self.gate.drain();
+        self.settle().await;
+        // A restart takes seconds (a new pod, the leader lease): EC2's describe lag is over.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        self.op = Operator::start(self.api.client(), self.factory.clone());
+        self.seen.clear();
+        self.tasks.clear();
+    }
+
+    fn hostile_csr(&mut self) {
+        let nodes = self.live_nodes();
+        let Some(node) = pick(&mut self.rng, &nodes) else {
+            return;
+        };
+        let uid = node["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let inc = node["status"]["incarnation"].as_i64().unwrap_or(1);
+        let certname = identity::certname(&uid, inc, None);
+        let seen = self.readable.get(&certname).cloned();
+        let (challenge, kind, instance) = match seen {
+            Some((challenge, instance)) if self.rng.random_bool(0.5) => {
+                (challenge, Submitter::Replay, instance)
+            }
+            _ => (
+                "not-the-challenge".to_string(),
+                Submitter::Forged,
+                node["status"]["instanceId"]
+                    .as_str()
+                    .unwrap_or("i-0")
+                    .to_string(),
+            ),
+        };
+        let (pem, public_key) = agents::csr(&certname, &challenge, &instance);
+        let sha = hex::encode(Sha256::digest(&public_key));
+        let accepted = self.fx.ca.submit_csr(&certname, &pem).is_ok();
+        self.note(format!(
+            "attacker sends a {kind:?} CSR for {certname} (accepted: {accepted})"
+        ));
+        self.submitters.insert(sha, kind);
+    }
+
+    fn agents_with_work(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in self.fx.instances() {
+            if i.state != InstanceState::Running {
+                continue;
+            }
+            let state = self
+                .agents
+                .entry(i.id.clone())
+                .or_insert(AgentState::Booted);
+            if *state != AgentState::Classified {
+                out.push(i.id.clone());
+            }
+        }
+        out
+    }
+
+    async fn agent_acts(&mut self, id: &str) {
+        let Some(instance) = self.fx.instances().into_iter().find(|i| i.id == id) else {
+            return;
+        };
+        let certname = instance
+            .tags
+            .get(tags::CERTNAME)
+            .cloned()
+            .unwrap_or_default();
+        let uid = instance
+            .tags
+            .get(tags::NODE_UID)
+            .cloned()
+            .unwrap_or_default();
+        let inc = instance
+            .tags
+            .get(tags::INCARNATION)
+            .and_then(|t| identity::parse_incarnation(t))
+            .unwrap_or(0);
+        let state = self.agents.get(id).cloned().unwrap_or(AgentState::Booted);
+        match state {
+            AgentState::Booted => {
+                let user_data = self.fx.ec2.user_data(id).unwrap_or_default();
+                let (challenge, pp_instance_id) = agents::csr_attributes(&user_data, id);
+                let (pem, public_key) = agents::csr(&certname, &challenge, &pp_instance_id);
+                let sha = hex::encode(Sha256::digest(&public_key));
+                match self.fx.ca.submit_csr(&certname, &pem) {
+                    Ok(()) => {
+                        self.submitters.insert(
+                            sha.clone(),
+                            Submitter::Genuine {
+                                uid,
+                                incarnation: inc,
+                            },
+                        );
+                        self.readable.insert(
+                            certname.clone(),
+                            (challenge.clone(), pp_instance_id.clone()),
+                        );
+                        self.fx.remember_csr(id, pem);
+                        self.agents.insert(
+                            id.to_string(),
+                            AgentState::Submitted {
+                                public_key: sha.into_bytes(),
+                            },
+                        );
+                        self.note(format!("agent of {id} sends its CSR for {certname}"));
+                    }
+                    Err(e) => self.note(format!("agent of {id} cannot send its CSR: {e}")),
+                }
+            }
+            AgentState::Submitted { public_key } => {
+                let sha = String::from_utf8(public_key.clone()).unwrap_or_default();
+                if self.fx.signed_key(&certname).as_deref() == Some(sha.as_str()) {
+                    self.agents
+                        .insert(id.to_string(), AgentState::Certified { public_key });
+                    self.note(format!("agent of {id} fetches its certificate"));
+                } else if !self.fx.ca_has_any(&certname) {
+                    // Its CSR was removed (refused, or cleaned): the agent sends it again.
+                    if let Some(pem) = self.fx.csr_of(id) {
+                        let resent = self.fx.ca.submit_csr(&certname, &pem).is_ok();
+                        self.note(format!(
+                            "agent of {id} sends its CSR again (accepted: {resent})"
+                        ));
+                    }
+                } else {
+                    self.note(format!("agent of {id} waits for its certificate"));
+                }
+            }
+            AgentState::Certified { .. } => {
+                let answer = puppet_conductor::enc::classify(
+                    self.fx.records.as_ref(),
+                    &certname,
+                    chrono::Utc::now(),
+                )
+                .await;
+                let classified = matches!(answer, Ok(puppet_conductor::enc::Answer::Classified(_)));
+                self.note(format!(
+                    "agent of {id} asks for its catalog (classified: {classified})"
+                ));
+                if classified {
+                    self.agents.insert(id.to_string(), AgentState::Classified);
+                }
+            }
+            AgentState::Classified => {}
+        }
+    }
+}
+
+fn pick<T: Clone>(rng: &mut StdRng, items: &[T]) -> Option<T> {
+    (!items.is_empty()).then(|| items[rng.random_range(0..items.len())].clone())
+}

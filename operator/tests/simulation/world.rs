@@ -1,0 +1,368 @@
+//! One simulated world: the in-memory API, the fakes behind a scheduling gate, and the
+//! operator (the real controllers' reconcile and error-policy functions, driven the way
+//! kube-runtime drives them: one reconcile per object at a time, requeues, watch
+//! triggers, a restart that forgets all memory).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use puppet_conductor::api::master::{
+    CaSpec, CloudProvider, CloudSpec, NodeDefaults, PuppetMasterSpec, RecordsSpec,
+};
+use puppet_conductor::api::{PuppetMaster, PuppetNode, SecretRef};
+use puppet_conductor::controller::context::NodeSettings;
+use puppet_conductor::controller::error::chain;
+use puppet_conductor::controller::events::MemoryEvents;
+use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
+use puppet_conductor::controller::{master, node, Context, ReconcileError};
+use puppet_conductor::fakes::ca::FakeCa;
+use puppet_conductor::fakes::ec2::FakeEc2;
+use puppet_conductor::fakes::records::FakeRecords;
+use puppet_conductor::identity::ChallengeKey;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::api::MemoryApi;
+
+pub const NS: &str = "fleet";
+pub const MASTER: &str = "m";
+pub const CA_SECRET: &str = "ca-client";
+pub const CLOUD_SECRET: &str = "cloud";
+pub const CHALLENGE_SECRET: &str = "m-challenge-key";
+pub const KEY: [u8; 32] = [7u8; 32];
+
+/// The kinds the operator reconciles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Master,
+    Node,
+}
+
+impl Kind {
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Master => "puppetmasters",
+            Kind::Node => "puppetnodes",
+        }
+    }
+}
+
+pub type ObjKey = (Kind, String);
+
+/// Builds each master's services from its Secrets, read through the API as the real
+/// factory reads them, around the shared fakes.
+pub struct SimFactory {
+    pub client: kube::Client,
+    pub ec2: Arc<FakeEc2>,
+    pub records: Arc<FakeRecords>,
+    pub ca: Arc<FakeCa>,
+    pub ca_pem: String,
+}
+
+#[async_trait::async_trait]
+impl ServiceFactory for SimFactory {
+    async fn services(&self, m: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
+        let ns = m.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut names = vec![m.spec.ca.client_secret_ref.name.clone()];
+        names.extend(
+            m.spec
+                .cloud
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone()),
+        );
+        names.push(
+            m.spec
+                .signing
+                .challenge_key_secret_ref
+                .as_ref()
+                .map_or_else(|| CHALLENGE_SECRET.to_string(), |r| r.name.clone()),
+        );
+        for name in names {
+            if secrets
+                .get_opt(&name)
+                .await
+                .map_err(ReconcileError::Kube)?
+                .is_none()
+            {
+                return Err(ReconcileError::Secret {
+                    name,
+                    problem: "not found".into(),
+                });
+            }
+        }
+        Ok(Arc::new(MasterServices {
+            cloud: self.ec2.clone(),
+            records: self.records.clone(),
+            ca: self.ca.clone(),
+            ca_cert_pem: self.ca_pem.clone(),
+            challenge_key: ChallengeKey::from_bytes(&KEY).map_err(|e| ReconcileError::Secret {
+                name: CHALLENGE_SECRET.into(),
+                problem: e.to_string(),
+            })?,
+        }))
+    }
+}
+
+pub fn master_object() -> Value {
+    let spec = PuppetMasterSpec {
+        server: "puppet.example.com".into(),
+        port: 8140,
+        ca: CaSpec {
+            url: "https://127.0.0.1:8140".into(),
+            client_secret_ref: SecretRef {
+                name: CA_SECRET.into(),
+            },
+        },
+        cloud: CloudSpec {
+            provider: CloudProvider::Ec2,
+            region: "us-east-1".into(),
+            endpoint: None,
+            credentials_secret_ref: Some(SecretRef {
+                name: CLOUD_SECRET.into(),
+            }),
+        },
+        records: RecordsSpec {
+            bucket: "records".into(),
+            prefix: "nodes/".into(),
+            endpoint: None,
+            force_path_style: true,
+            region: None,
+            credentials_secret_ref: None,
+        },
+        signing: Default::default(),
+        node_defaults: NodeDefaults {
+            image_id: Some("ami-0123456789abcdef0".into()),
+            instance_type: Some("t3.small".into()),
+            subnet_id: Some("subnet-0123456789abcdef0".into()),
+            security_group_ids: vec!["sg-0123456789abcdef0".into()],
+            ..Default::default()
+        },
+        orphans: Default::default(),
+    };
+    json!({"metadata": {"name": MASTER}, "spec": spec})
+}
+
+pub fn node_object(name: &str, classes: &[&str]) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"masterRef": {"name": MASTER}, "classes": classes}})
+}
+
+pub fn secret_object(name: &str, data: &[(&str, &str)]) -> Value {
+    let encoded: BTreeMap<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(base64(v.as_bytes()))))
+        .collect();
+    json!({"metadata": {"name": name}, "type": "Opaque", "data": encoded})
+}
+
+pub fn base64_str(text: &str) -> String {
+    base64(text.as_bytes())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A reconcile in flight.
+pub struct Running {
+    pub handle: JoinHandle<(Action, Option<String>)>,
+    pub started_step: usize,
+}
+
+/// The operator process: its memory lives in `ctx`; a crash replaces it.
+pub struct Operator {
+    pub ctx: Arc<Context>,
+    pub events: Arc<MemoryEvents>,
+    pub running: BTreeMap<ObjKey, Running>,
+    pub queue: BTreeMap<ObjKey, Instant>,
+    pub rerun: BTreeSet<ObjKey>,
+    /// Reconciles started per object (for the self-wake bound).
+    pub starts: BTreeMap<ObjKey, usize>,
+}
+
+pub fn settings() -> NodeSettings {
+    NodeSettings {
+        operator_id: "sim".into(),
+        ..Default::default()
+    }
+}
+
+impl Operator {
+    pub fn start(client: kube::Client, factory: Arc<SimFactory>) -> Self {
+        let events = Arc::new(MemoryEvents::default());
+        let ctx = Arc::new(Context::new(client, factory, events.clone(), settings()));
+        Self {
+            ctx,
+            events,
+            running: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            rerun: BTreeSet::new(),
+            starts: BTreeMap::new(),
+        }
+    }
+
+    /// Queue `key` at `at` (the earliest wins, as kube-runtime's scheduler does).
+    pub fn schedule(&mut self, key: ObjKey, at: Instant) {
+        if self.running.contains_key(&key) {
+            if at <= Instant::now() {
+                self.rerun.insert(key);
+            } else {
+                let e = self.queue.entry(key).or_insert(at);
+                *e = (*e).min(at);
+            }
+            return;
+        }
+        let e = self.queue.entry(key).or_insert(at);
+        *e = (*e).min(at);
+    }
+
+    /// Objects due now and not running, in key order.
+    pub fn due(&self) -> Vec<ObjKey> {
+        let now = Instant::now();
+        self.queue
+            .iter()
+            .filter(|(k, at)| **at <= now && !self.running.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Starts one reconcile of `key` with the object as the API has it now.
+    pub fn spawn(&mut self, api: &MemoryApi, key: ObjKey, step: usize) -> Option<tokio::task::Id> {
+        self.queue.remove(&key);
+        let value = api.get(key.0.plural(), NS, &key.1)?;
+        let ctx = self.ctx.clone();
+        let handle = match key.0 {
+            Kind::Node => {
+                let obj: PuppetNode = serde_json::from_value(value).ok()?;
+                tokio::spawn(async move {
+                    let obj = Arc::new(obj);
+                    match node::reconcile(obj.clone(), ctx.clone()).await {
+                        Ok(a) => (a, None),
+                        Err(e) => {
+                            let why = chain(&e);
+                            (node::error_policy(obj, &e, ctx), Some(why))
+                        }
+                    }
+                })
+            }
+            Kind::Master => {
+                let obj: PuppetMaster = serde_json::from_value(value).ok()?;
+                tokio::spawn(async move {
+                    let obj = Arc::new(obj);
+                    match master::reconcile(obj.clone(), ctx.clone()).await {
+                        Ok(a) => (a, None),
+                        Err(e) => {
+                            let why = chain(&e);
+                            (master::error_policy(obj, &e, ctx), Some(why))
+                        }
+                    }
+                })
+            }
+        };
+        let id = handle.id();
+        *self.starts.entry(key.clone()).or_default() += 1;
+        self.running.insert(
+            key,
+            Running {
+                handle,
+                started_step: step,
+            },
+        );
+        Some(id)
+    }
+
+    /// Collects finished reconciles: their requeue, or a rerun when triggered meanwhile.
+    pub async fn collect(&mut self) -> Vec<(ObjKey, Option<Duration>, Option<String>)> {
+        let done: Vec<ObjKey> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.handle.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in done {
+            let Some(r) = self.running.remove(&key) else {
+                continue;
+            };
+            let (action, error) = match r.handle.await {
+                Ok(x) => x,
+                Err(e) => panic!("reconcile of {key:?} panicked: {e}"),
+            };
+            let after = requeue_after(&action);
+            if let Some(d) = after {
+                self.schedule(key.clone(), Instant::now() + d);
+            }
+            if self.rerun.remove(&key) {
+                self.schedule(key.clone(), Instant::now());
+            }
+            out.push((key, after, error));
+        }
+        out
+    }
+
+    /// A crash: every reconcile stops where it is.
+    pub fn kill(&mut self) {
+        for (_, r) in std::mem::take(&mut self.running) {
+            r.handle.abort();
+        }
+    }
+}
+
+/// kube's `Action` keeps its delay private; its Debug form is `Action { requeue_after: Some(10s) }`.
+pub fn requeue_after(action: &Action) -> Option<Duration> {
+    let text = format!("{action:?}");
+    let inner = text.split("Some(").nth(1)?.split(')').next()?;
+    let (number, unit) = inner
+        .find(|c: char| c.is_alphabetic() || c == 'µ')
+        .map(|i| inner.split_at(i))?;
+    let n: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn requeue_delays_are_read_back() {
+        use super::*;
+        assert_eq!(
+            requeue_after(&Action::requeue(Duration::from_secs(10))),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            requeue_after(&Action::requeue(Duration::from_millis(1500))),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(requeue_after(&Action::await_change()), None);
+    }
+}
