@@ -76,7 +76,9 @@ def main():
                 check("*" not in rule.get(field, []), f"{d['kind']} {d['metadata']['name']}: wildcard in {field}")
             check("delete" not in rule.get("verbs", []), f"{d['kind']} {d['metadata']['name']}: the operator deletes nothing through RBAC")
             if "secrets" in rule.get("resources", []):
-                check(set(rule["verbs"]) <= {"get", "create"}, "secrets beyond get/create")
+                # get/create: the challenge key; patch: the in-use finalizer; list/watch:
+                # the metadata-only watch that maps Secret changes to their masters.
+                check(set(rule["verbs"]) <= {"get", "list", "watch", "create", "patch"}, "secrets beyond get/list/watch/create/patch")
         if d["kind"] in ("Role", "RoleBinding", "Deployment", "Service", "ServiceAccount"):
             check("namespace" in d["metadata"], f"{d['kind']} {d['metadata']['name']} has no namespace")
 

@@ -101,6 +101,16 @@ async fn reconcile_inner(
     let node = if deleting || finalized {
         node
     } else {
+        // Before this node can launch anything, the Secrets its cleanup needs are held:
+        // a namespace deleted before the master's first pass would take them otherwise.
+        // The master likewise: deleted before its first pass, it would vanish and leave
+        // this node nothing to clean up with.
+        super::secret_hold::hold(ctx, &ns, &master).await?;
+        if master.meta().deletion_timestamp.is_none()
+            && !has_finalizer(&master, super::MASTER_FINALIZER)
+        {
+            add_finalizer(&masters, &master, super::MASTER_FINALIZER).await?;
+        }
         Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)
     };
     finalizer(&nodes, NODE_FINALIZER, node, |event| async {

@@ -251,7 +251,8 @@ pub fn plan(observed: &Observed) -> Plan {
             .unwrap_or_default();
         return Plan {
             incarnation,
-            instance_id: None,
+            // Kept in status: it is the evidence that this incarnation was launched.
+            instance_id: Some(id.clone()),
             actions: Vec::new(),
             phase: Phase::Launching,
             instance_running: (
@@ -872,6 +873,11 @@ mod tests {
         assert_eq!(p.incarnation, 1);
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert_eq!(p.phase, Phase::Launching);
+        assert_eq!(
+            p.instance_id.as_deref(),
+            Some("i-new"),
+            "status keeps the evidence"
+        );
     }
 
     #[test]

@@ -22,8 +22,6 @@ struct Store {
     revision: u64,
     uids: u64,
     terminating: BTreeSet<String>,
-    /// Writes by the operator, for the self-wake accounting: (plural, name).
-    writes: Vec<(String, String, String)>,
 }
 
 /// The in-memory API; cheap to clone, shared by the client and the scheduler.
@@ -146,6 +144,22 @@ impl MemoryApi {
             .collect()
     }
 
+    /// Name and resourceVersion of every object of a kind in a namespace (cheap: no clones
+    /// of the objects).
+    pub fn revisions(&self, plural: &str, ns: &str) -> Vec<(String, String)> {
+        let s = self.store.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|((p, n, _), _)| p == plural && n == ns)
+            .map(|((_, _, name), v)| {
+                let rv = v["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default();
+                (name.clone(), rv.to_string())
+            })
+            .collect()
+    }
+
     /// `kubectl delete`: with finalizers only the deletionTimestamp is set.
     pub fn delete(&self, plural: &str, ns: &str, name: &str) -> bool {
         let mut s = self.store.lock().unwrap();
@@ -203,11 +217,6 @@ impl MemoryApi {
         }
         obj["metadata"]["resourceVersion"] = json!(revision.to_string());
         true
-    }
-
-    /// Operator writes so far (method, plural, name), oldest first.
-    pub fn take_writes(&self) -> Vec<(String, String, String)> {
-        std::mem::take(&mut self.store.lock().unwrap().writes)
     }
 
     /// A `kube::Client` served by this API.
@@ -299,15 +308,8 @@ impl MemoryApi {
                     return status(StatusCode::BAD_REQUEST, "BadRequest", "body".into());
                 };
                 let ns = ns.unwrap_or_default();
-                let name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
                 match Self::create_locked(&mut s, plural, ns, obj) {
-                    Ok(v) => {
-                        s.writes.push(("create".into(), plural.into(), name));
-                        (StatusCode::CREATED, v)
-                    }
+                    Ok(v) => (StatusCode::CREATED, v),
                     Err(e) => e,
                 }
             }
@@ -374,16 +376,6 @@ impl MemoryApi {
                 }
                 s.revision += 1;
                 next["metadata"]["resourceVersion"] = json!(s.revision.to_string());
-                s.writes.push((
-                    if sub == Some("status") {
-                        "status"
-                    } else {
-                        "patch"
-                    }
-                    .into(),
-                    plural.into(),
-                    name.into(),
-                ));
                 if !next["metadata"]["deletionTimestamp"].is_null() && finalizers(&next) == 0 {
                     s.objects.remove(&key);
                 } else {
@@ -393,7 +385,6 @@ impl MemoryApi {
             }
             (Method::DELETE, Some(name)) => {
                 let ns = ns.unwrap_or_default();
-                s.writes.push(("delete".into(), plural.into(), name.into()));
                 if Self::delete_locked(&mut s, plural, ns, name) {
                     (
                         StatusCode::OK,

@@ -45,10 +45,8 @@ impl Default for Config {
 /// Who sent a CSR.
 #[derive(Clone, Debug)]
 enum Submitter {
-    Genuine {
-        uid: String,
-        incarnation: i64,
-    },
+    /// The agent of the instance launched for the certname's incarnation.
+    Genuine,
     /// A certname squatter without the challenge.
     Forged,
     /// Someone who read a waiting CSR and sends its challenge with their own key.
@@ -75,6 +73,10 @@ pub struct Trial {
     op: Operator,
     /// Last trigger hash per object (the watch model).
     seen: BTreeMap<ObjKey, u64>,
+    /// Last resourceVersion handled per object.
+    revisions: BTreeMap<ObjKey, String>,
+    /// Last (data, deletion) hash per Secret.
+    secrets: BTreeMap<String, u64>,
     master_generation: Option<i64>,
     agents: BTreeMap<String, AgentState>,
     submitters: BTreeMap<String, Submitter>,
@@ -100,6 +102,27 @@ pub struct Trial {
     node_seq: usize,
     starts_at: BTreeMap<(ObjKey, Instant), usize>,
     quiet: bool,
+    /// Step of the last loss of the records bucket.
+    records_lost_at: Option<usize>,
+    /// A Secret was deleted before anything held it (a user error nothing can undo in a
+    /// terminating namespace).
+    unheld_secret_lost: bool,
+    /// Certname → step it was signed.
+    signed_at: BTreeMap<String, usize>,
+}
+
+fn secrets() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            CA_SECRET,
+            vec![("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", "a")],
+        ),
+        (
+            CLOUD_SECRET,
+            vec![("accessKeyId", "good"), ("secretAccessKey", "s")],
+        ),
+        (CHALLENGE_SECRET, vec![("key", "k")]),
+    ]
 }
 
 fn hash_of(v: &Value) -> u64 {
@@ -107,10 +130,17 @@ fn hash_of(v: &Value) -> u64 {
     u64::from_le_bytes(d[..8].try_into().unwrap())
 }
 
-/// What wakes a reconcile of an object (the runner's watch configuration).
+/// What wakes a reconcile of an object: the runner's own watch predicates.
 fn trigger(kind: Kind, obj: &Value) -> u64 {
-    let _ = kind;
-    hash_of(&obj["metadata"]["resourceVersion"])
+    let hash = match kind {
+        Kind::Node => serde_json::from_value::<PuppetNode>(obj.clone())
+            .ok()
+            .and_then(|n| puppet_conductor::runner::triggers::node_trigger(&n)),
+        Kind::Master => serde_json::from_value::<puppet_conductor::api::PuppetMaster>(obj.clone())
+            .ok()
+            .and_then(|m| puppet_conductor::runner::triggers::master_trigger(&m)),
+    };
+    hash.unwrap_or_else(|| hash_of(&obj["metadata"]["resourceVersion"]))
 }
 
 impl Trial {
@@ -154,6 +184,8 @@ impl Trial {
             factory,
             op,
             seen: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             master_generation: None,
             agents: BTreeMap::new(),
             submitters: BTreeMap::new(),
@@ -172,6 +204,9 @@ impl Trial {
             node_seq: 0,
             starts_at: BTreeMap::new(),
             quiet: false,
+            records_lost_at: None,
+            unheld_secret_lost: false,
+            signed_at: BTreeMap::new(),
         };
         t.create_node();
         t
@@ -213,6 +248,13 @@ impl Trial {
             self.set_credentials(true);
         }
         self.note("faults stop".into());
+        // A user puts back Secrets a prune removed (impossible in a terminating namespace).
+        for (name, data) in secrets() {
+            if self.api.get("secrets", NS, name).is_none() && !self.namespace_deleted {
+                self.note(format!("user re-creates Secret {name}"));
+                let _ = self.api.create("secrets", NS, secret_object(name, &data));
+            }
+        }
         let mut converged = false;
         for _ in 0..self.cfg.quiet_steps {
             if !self.violations.is_empty() {
@@ -263,57 +305,76 @@ impl Trial {
         self.watch();
         self.check_instances();
         self.check_signatures();
-        self.check_conditions();
     }
 
     fn watch(&mut self) {
         let now = Instant::now();
         let mut present = BTreeSet::new();
+        let mut changed_nodes = Vec::new();
         for kind in [Kind::Master, Kind::Node] {
-            for obj in self.api.list(kind.plural(), NS) {
-                let name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let key = (kind, name);
+            for (name, rv) in self.api.revisions(kind.plural(), NS) {
+                let key = (kind, name.clone());
                 present.insert(key.clone());
+                if self.revisions.get(&key) == Some(&rv) {
+                    continue;
+                }
+                self.revisions.insert(key.clone(), rv);
+                let Some(obj) = self.api.get(kind.plural(), NS, &name) else {
+                    continue;
+                };
                 let h = trigger(kind, &obj);
                 if self.seen.get(&key) != Some(&h) {
                     self.seen.insert(key.clone(), h);
                     self.op.schedule(key.clone(), now);
                 }
-                if kind == Kind::Node {
-                    let uid = obj["metadata"]["uid"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    if !obj["metadata"]["deletionTimestamp"].is_null() {
-                        self.deleting_since.entry(uid).or_insert(self.step);
-                    }
-                }
-                if kind == Kind::Master {
-                    self.master_finalized = obj["metadata"]["finalizers"]
-                        .as_array()
-                        .is_some_and(|f| f.iter().any(|f| f == "puppet-conductor.dev/nodes"));
-                    let g = obj["metadata"]["generation"].as_i64();
-                    if self.master_generation.is_some() && self.master_generation != g {
-                        for n in self.api.list("puppetnodes", NS) {
-                            let name = n["metadata"]["name"].as_str().unwrap_or_default();
-                            self.op.schedule((Kind::Node, name.to_string()), now);
+                match kind {
+                    Kind::Node => {
+                        let uid = obj["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        if !obj["metadata"]["deletionTimestamp"].is_null() {
+                            self.deleting_since.entry(uid).or_insert(self.step);
                         }
+                        changed_nodes.push(obj);
                     }
-                    self.master_generation = g;
+                    Kind::Master => {
+                        self.master_finalized = obj["metadata"]["finalizers"]
+                            .as_array()
+                            .is_some_and(|f| f.iter().any(|f| f == "puppet-conductor.dev/nodes"));
+                        let g = obj["metadata"]["generation"].as_i64();
+                        if self.master_generation.is_some() && self.master_generation != g {
+                            for (n, _) in self.api.revisions("puppetnodes", NS) {
+                                self.op.schedule((Kind::Node, n), now);
+                            }
+                        }
+                        self.master_generation = g;
+                    }
                 }
             }
         }
+        // Secret changes (data, deletion; not the operator's finalizer writes) wake the master.
+        for (name, _) in self.api.revisions("secrets", NS) {
+            let Some(obj) = self.api.get("secrets", NS, &name) else {
+                continue;
+            };
+            let h = hash_of(&json!([obj["data"], obj["metadata"]["deletionTimestamp"]]));
+            if self.secrets.insert(name, h) != Some(h) {
+                self.op.schedule((Kind::Master, MASTER.to_string()), now);
+            }
+        }
+        for obj in changed_nodes {
+            self.check_conditions(obj);
+        }
         let gone: Vec<ObjKey> = self
-            .seen
+            .revisions
             .keys()
             .filter(|k| !present.contains(*k))
             .cloned()
             .collect();
         for key in gone {
             self.seen.remove(&key);
+            self.revisions.remove(&key);
             self.op.queue.remove(&key);
             self.note(format!("{key:?} is gone from the API"));
             if key.0 == Kind::Node {
@@ -382,7 +443,14 @@ impl Trial {
             .max(1);
         for inc in 1..=newest + 1 {
             let certname = identity::certname(uid, inc, None);
-            if self.fx.ca_signed_now(&certname) {
+            // With the records lost after signing, nothing proves the operator signed it:
+            // the trust rules forbid revoking it (reported, not revoked).
+            let evidence_lost = self.records_lost_at.is_some_and(|lost| {
+                self.signed_at
+                    .get(&certname)
+                    .is_some_and(|signed| *signed <= lost)
+            });
+            if self.fx.ca_signed_now(&certname) && !evidence_lost {
                 self.violation(format!(
                     "deleted node {name} left certificate {certname} signed"
                 ));
@@ -399,6 +467,7 @@ impl Trial {
         for (certname, public_key_sha) in signed.into_iter().skip(self.signs_seen) {
             self.signs_seen += 1;
             let asked_at = self.sign_calls.get(&certname).copied().unwrap_or(self.step);
+            self.signed_at.entry(certname.clone()).or_insert(self.step);
             if !self.signed_certnames.insert(certname.clone()) {
                 self.violation(format!("{certname} was signed a second time"));
                 continue;
@@ -408,7 +477,7 @@ impl Trial {
                 Some(Submitter::Forged) => {
                     self.violation(format!("{certname} signed for a forged CSR (no challenge)"))
                 }
-                Some(Submitter::Replay) | Some(Submitter::Genuine { .. }) => {}
+                Some(Submitter::Replay) | Some(Submitter::Genuine) => {}
             }
             let Some(uid) = self
                 .names
@@ -440,34 +509,30 @@ impl Trial {
     }
 
     /// A condition never claims what observation did not see.
-    fn check_conditions(&mut self) {
-        for obj in self.api.list("puppetnodes", NS) {
-            let Ok(node) = serde_json::from_value::<PuppetNode>(obj) else {
-                continue;
-            };
-            let Some(status) = node.status.as_ref() else {
-                continue;
-            };
-            if status.phase == Some(Phase::Ready) {
-                let certname = status.certname.clone().unwrap_or_default();
-                if !self.signed_certnames.contains(&certname) {
-                    self.violation(format!(
-                        "{} is Ready but {certname} was never signed",
-                        node.metadata.name.clone().unwrap_or_default()
-                    ));
-                }
-                let known = status
-                    .instance_id
-                    .as_ref()
-                    .is_some_and(|id| self.fx.instances().iter().any(|i| &i.id == id));
-                if !known && !self.fx.ec2_lost {
-                    self.violation(format!(
-                        "{} is Ready with instance {:?} that never existed",
-                        node.metadata.name.clone().unwrap_or_default(),
-                        status.instance_id
-                    ));
-                }
-            }
+    fn check_conditions(&mut self, obj: Value) {
+        let Ok(node) = serde_json::from_value::<PuppetNode>(obj) else {
+            return;
+        };
+        let Some(status) = node.status.as_ref() else {
+            return;
+        };
+        if status.phase != Some(Phase::Ready) {
+            return;
+        }
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let certname = status.certname.clone().unwrap_or_default();
+        if !self.signed_certnames.contains(&certname) {
+            self.violation(format!("{name} is Ready but {certname} was never signed"));
+        }
+        let known = status
+            .instance_id
+            .as_ref()
+            .is_some_and(|id| self.fx.instances().iter().any(|i| &i.id == id));
+        if !known && !self.fx.ec2_lost {
+            self.violation(format!(
+                "{name} is Ready with instance {:?} that never existed",
+                status.instance_id
+            ));
         }
     }
 
@@ -476,7 +541,18 @@ impl Trial {
             return false;
         }
         if self.namespace_deleted {
-            return self.api.namespace_gone(NS);
+            if self.api.namespace_gone(NS) {
+                return true;
+            }
+            // Stated permanent failure: the cleanup credentials were deleted before the
+            // operator could hold them, and cannot be put back.
+            return self.unheld_secret_lost
+                && self.api.list("puppetnodes", NS).iter().all(|o| {
+                    o["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["reason"] == "secret")
+                    })
+                });
         }
         let master_deleting = self
             .api
@@ -601,7 +677,7 @@ impl Trial {
                     return;
                 }
                 self.note(format!("start {key:?}"));
-                if let Some(id) = self.op.spawn(&self.api, key.clone(), self.step) {
+                if let Some(id) = self.op.spawn(&self.api, key.clone()) {
                     self.tasks.insert(id, (key, self.step));
                 }
             }
@@ -767,11 +843,13 @@ impl Trial {
             71..=72 => {
                 self.note("the records bucket is emptied".into());
                 self.fx.records.lose_state();
+                self.records_lost_at = Some(self.step);
             }
             73..=74 => {
                 self.note("EC2 and the bucket lose their state together".into());
                 self.fx.lose_ec2();
                 self.fx.records.lose_state();
+                self.records_lost_at = Some(self.step);
             }
             75 => {
                 self.note("user deletes the master".into());
@@ -784,8 +862,15 @@ impl Trial {
             }
             77..=78 => {
                 let s = [CA_SECRET, CLOUD_SECRET][self.rng.random_range(0..2)];
-                self.note(format!("a GitOps prune deletes Secret {s}"));
-                self.api.delete("secrets", NS, s);
+                let held = self.api.get("secrets", NS, s).is_some_and(|o| {
+                    o["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty())
+                });
+                self.note(format!("a GitOps prune deletes Secret {s} (held: {held})"));
+                if self.api.delete("secrets", NS, s) && !held {
+                    self.unheld_secret_lost = true;
+                }
             }
             79..=80 => {
                 self.note("a poisoned CSR breaks the CA's listings".into());
@@ -821,6 +906,7 @@ impl Trial {
         tokio::time::sleep(Duration::from_secs(5)).await;
         self.op = Operator::start(self.api.client(), self.factory.clone());
         self.seen.clear();
+        self.revisions.clear();
         self.tasks.clear();
     }
 
@@ -884,16 +970,6 @@ impl Trial {
             .get(tags::CERTNAME)
             .cloned()
             .unwrap_or_default();
-        let uid = instance
-            .tags
-            .get(tags::NODE_UID)
-            .cloned()
-            .unwrap_or_default();
-        let inc = instance
-            .tags
-            .get(tags::INCARNATION)
-            .and_then(|t| identity::parse_incarnation(t))
-            .unwrap_or(0);
         let state = self.agents.get(id).cloned().unwrap_or(AgentState::Booted);
         match state {
             AgentState::Booted => {
@@ -903,13 +979,7 @@ impl Trial {
                 let sha = hex::encode(Sha256::digest(&public_key));
                 match self.fx.ca.submit_csr(&certname, &pem) {
                     Ok(()) => {
-                        self.submitters.insert(
-                            sha.clone(),
-                            Submitter::Genuine {
-                                uid,
-                                incarnation: inc,
-                            },
-                        );
+                        self.submitters.insert(sha.clone(), Submitter::Genuine);
                         self.readable.insert(
                             certname.clone(),
                             (challenge.clone(), pp_instance_id.clone()),

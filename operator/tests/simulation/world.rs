@@ -190,13 +190,11 @@ fn base64(bytes: &[u8]) -> String {
 /// A reconcile in flight.
 pub struct Running {
     pub handle: JoinHandle<(Action, Option<String>)>,
-    pub started_step: usize,
 }
 
 /// The operator process: its memory lives in `ctx`; a crash replaces it.
 pub struct Operator {
     pub ctx: Arc<Context>,
-    pub events: Arc<MemoryEvents>,
     pub running: BTreeMap<ObjKey, Running>,
     pub queue: BTreeMap<ObjKey, Instant>,
     pub rerun: BTreeSet<ObjKey>,
@@ -214,10 +212,9 @@ pub fn settings() -> NodeSettings {
 impl Operator {
     pub fn start(client: kube::Client, factory: Arc<SimFactory>) -> Self {
         let events = Arc::new(MemoryEvents::default());
-        let ctx = Arc::new(Context::new(client, factory, events.clone(), settings()));
+        let ctx = Arc::new(Context::new(client, factory, events, settings()));
         Self {
             ctx,
-            events,
             running: BTreeMap::new(),
             queue: BTreeMap::new(),
             rerun: BTreeSet::new(),
@@ -251,7 +248,7 @@ impl Operator {
     }
 
     /// Starts one reconcile of `key` with the object as the API has it now.
-    pub fn spawn(&mut self, api: &MemoryApi, key: ObjKey, step: usize) -> Option<tokio::task::Id> {
+    pub fn spawn(&mut self, api: &MemoryApi, key: ObjKey) -> Option<tokio::task::Id> {
         self.queue.remove(&key);
         let value = api.get(key.0.plural(), NS, &key.1)?;
         let ctx = self.ctx.clone();
@@ -285,13 +282,7 @@ impl Operator {
         };
         let id = handle.id();
         *self.starts.entry(key.clone()).or_default() += 1;
-        self.running.insert(
-            key,
-            Running {
-                handle,
-                started_step: step,
-            },
-        );
+        self.running.insert(key, Running { handle });
         Some(id)
     }
 
