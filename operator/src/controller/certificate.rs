@@ -12,6 +12,8 @@ pub struct Recorded {
     pub fingerprint: Option<String>,
     /// The key the signature was claimed for (`None` when only status remembered it).
     pub public_key_sha256: Option<String>,
+    /// The CA was asked to sign that key, answer unknown: a certificate may have existed.
+    pub spent: bool,
 }
 
 impl From<&crate::records::SignatureRecord> for Recorded {
@@ -20,6 +22,7 @@ impl From<&crate::records::SignatureRecord> for Recorded {
             serial: s.serial.clone(),
             fingerprint: s.fingerprint.clone(),
             public_key_sha256: Some(s.public_key_sha256.clone()),
+            spent: s.sign_requested,
         }
     }
 }
@@ -84,6 +87,9 @@ pub fn standing(recorded: Option<&Recorded>, ca: Option<Option<&CertificateInfo>
         };
     };
     match (&recorded.fingerprint, state) {
+        // Asked for and not on the CA now: signed and cleaned since, or never signed;
+        // either way the challenge is spent and never used again.
+        (None, None | Some(CertState::Requested)) if recorded.spent => Standing::Vanished,
         (None, None) => Standing::NoRequest,
         (None, Some(CertState::Requested)) => Standing::Requested,
         (None, Some(CertState::Signed)) => Standing::Unconfirmed,
@@ -119,11 +125,33 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_asked_for_but_not_on_the_ca_is_lost() {
+        let asked = Recorded {
+            public_key_sha256: Some("k".into()),
+            spent: true,
+            ..Default::default()
+        };
+        assert_eq!(standing(Some(&asked), Some(None)), Standing::Vanished);
+        let waiting = at_ca(CertState::Requested, "CSR");
+        assert_eq!(
+            standing(Some(&asked), Some(Some(&waiting))),
+            Standing::Vanished
+        );
+        let signed = at_ca(CertState::Signed, "AA");
+        assert_eq!(
+            standing(Some(&asked), Some(Some(&signed))),
+            Standing::Unconfirmed
+        );
+        assert_eq!(standing(Some(&asked), None), Standing::Unknown);
+    }
+
+    #[test]
     fn standing_compares_the_ca_with_the_recorded_signature() {
         let confirmed = Recorded {
             serial: Some("7".into()),
             fingerprint: Some("AA".into()),
             public_key_sha256: None,
+            spent: false,
         };
         let claimed = Recorded {
             public_key_sha256: Some("k".into()),

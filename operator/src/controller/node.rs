@@ -498,6 +498,7 @@ async fn recorded_signature(
             serial: c.serial.clone(),
             fingerprint: c.signed_fingerprint.clone(),
             public_key_sha256: None,
+            spent: false,
         });
     if from_status.is_some() {
         return Ok((from_status, None));

@@ -9,7 +9,7 @@ use kube::Resource;
 use super::error::ReconcileError;
 use super::node_actions::Acting;
 use crate::api::master::SigningMode;
-use crate::ca::{parse_csr, pem_public_key_sha256, CertState};
+use crate::ca::{parse_csr, pem_public_key_sha256, CaError, CertState};
 use crate::records::{SignatureRecord, Signer};
 use crate::trust::{after_claim, claim_for, decide, Decision, Facts, NodeFacts, Refusal};
 
@@ -117,7 +117,24 @@ pub async fn police_waiting_csr(
     if let Err(refusal) = after_claim(&claim, &ours) {
         return refuse(acting, &certname, &refusal, &describe).await;
     }
-    services.ca.sign(&certname).await?;
+    // The record says the CA was asked before it is: if the answer is lost and the
+    // certificate cleaned, the agent's resent CSR is then not signed a second time.
+    let asked = SignatureRecord {
+        sign_requested: true,
+        ..ours.clone()
+    };
+    services.records.put_signature(&asked).await?;
+    if let Err(error) = services.ca.sign(&certname).await {
+        // The next pass must see what the CA holds now, not the listing from before.
+        acting.ctx.snapshots.invalidate(&id.master_key).await;
+        if sign_not_applied(&error) {
+            // The CA answered that it did not sign: the claim may be used again.
+            if let Err(e) = services.records.put_signature(&ours).await {
+                tracing::warn!(certname, error = %e, "could not clear the sign request");
+            }
+        }
+        return Err(error.into());
+    }
     match confirm(acting, &ours).await? {
         Some(confirmed) => {
             let note = format!(
@@ -140,6 +157,12 @@ pub async fn police_waiting_csr(
         }
         None => Ok(SigningOutcome::Refused("CertificateKeyMismatch")),
     }
+}
+
+/// Whether a failed sign call certainly left the CSR unsigned: the CA answered with an
+/// error (a timeout or a broken connection may have signed it).
+fn sign_not_applied(error: &CaError) -> bool {
+    matches!(error, CaError::Status { status, .. } if *status != 409)
 }
 
 /// Confirms that the CA signed the key `claim` names and records the certificate's serial

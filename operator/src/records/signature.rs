@@ -41,6 +41,10 @@ pub struct SignatureRecord {
     /// SHA-256 fingerprint (`AA:BB:..`) of that certificate, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// The CA was asked to sign this key (autosign: allowed it to), so a certificate may
+    /// exist even before serial and fingerprint are recorded: never sign it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sign_requested: bool,
 }
 
 impl SignatureRecord {
@@ -79,6 +83,7 @@ mod tests {
             signer: Signer::Autosign,
             serial: None,
             fingerprint: None,
+            sign_requested: false,
         };
         let text = serde_json::to_string(&claim).unwrap();
         assert!(

@@ -151,7 +151,8 @@ fn signature_allows(
     if signature.public_key_sha256 != public_key_sha256 {
         return Err(Refusal::OtherKeySigned);
     }
-    if signature.is_confirmed() {
+    // Confirmed, or asked for with the answer unknown: the challenge is spent.
+    if signature.is_confirmed() || signature.sign_requested {
         return Err(Refusal::AlreadySigned {
             serial: signature.serial.clone(),
         });
@@ -175,6 +176,8 @@ pub fn claim_for(
         signer,
         serial: None,
         fingerprint: None,
+        // puppetserver signs as soon as autosign says yes: the claim is the request.
+        sign_requested: signer == Signer::Autosign,
     }
 }
 

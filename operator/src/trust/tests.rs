@@ -102,6 +102,7 @@ fn confirmed(claim: SignatureRecord) -> SignatureRecord {
     SignatureRecord {
         serial: Some("7".into()),
         fingerprint: Some("AA:BB".into()),
+        sign_requested: false,
         ..claim
     }
 }
@@ -225,7 +226,7 @@ fn conflicts_and_unknown_certnames_keep_the_waiting_csr() {
 #[test]
 fn a_claim_found_for_another_key_or_incarnation_stops_signing() {
     let live = record("c-1", 1, RecordState::Live);
-    let ours = claim_for(&live, &csr("c-1", 1, 1), Signer::Autosign, Utc::now());
+    let ours = claim_for(&live, &csr("c-1", 1, 1), Signer::Operator, Utc::now());
     let other_key = claim_for(&live, &csr("c-1", 1, 2), Signer::Operator, Utc::now());
     let older = claim_for(
         &record("c-1", 0, RecordState::Live),
@@ -234,7 +235,24 @@ fn a_claim_found_for_another_key_or_incarnation_stops_signing() {
         Utc::now(),
     );
     assert_eq!(after_claim(&Claim::Created, &ours), Ok(()));
+    // A signer that stopped between claiming and asking the CA may go on.
     assert_eq!(after_claim(&Claim::Existing(ours.clone()), &ours), Ok(()));
+    // Once the CA was asked (or autosign said yes) the answer may be a certificate
+    // cleaned since: the same key is not signed again.
+    let asked = SignatureRecord {
+        sign_requested: true,
+        ..ours.clone()
+    };
+    assert_eq!(
+        after_claim(&Claim::Existing(asked), &ours),
+        Err(Refusal::AlreadySigned { serial: None })
+    );
+    let by_autosign = claim_for(&live, &csr("c-1", 1, 1), Signer::Autosign, Utc::now());
+    assert!(by_autosign.sign_requested);
+    assert_eq!(
+        after_claim(&Claim::Existing(by_autosign), &ours),
+        Err(Refusal::AlreadySigned { serial: None })
+    );
     assert_eq!(
         after_claim(&Claim::Existing(other_key), &ours),
         Err(Refusal::OtherKeySigned)

@@ -22,6 +22,8 @@ struct Store {
     revision: u64,
     uids: u64,
     terminating: BTreeSet<String>,
+    /// Objects whose last change came through the client (the operator), by key.
+    by_operator: BTreeSet<Key>,
 }
 
 /// The in-memory API; cheap to clone, shared by the client and the scheduler.
@@ -176,11 +178,22 @@ impl MemoryApi {
             return true;
         }
         if obj["metadata"]["deletionTimestamp"].is_null() {
+            s.by_operator.remove(&key);
+            let Some(obj) = s.objects.get_mut(&key) else {
+                return false;
+            };
             s.revision += 1;
             obj["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
             obj["metadata"]["resourceVersion"] = json!(s.revision.to_string());
         }
         true
+    }
+
+    /// Whether the object's last change was the operator's.
+    pub fn changed_by_operator(&self, plural: &str, ns: &str, name: &str) -> bool {
+        let s = self.store.lock().unwrap();
+        s.by_operator
+            .contains(&(plural.to_string(), ns.to_string(), name.to_string()))
     }
 
     /// Namespace deletion: no new objects in it, and every object in it is deleted.
@@ -211,6 +224,10 @@ impl MemoryApi {
         let spec_before = obj["spec"].clone();
         let data_before = obj["data"].clone();
         merge(obj, patch);
+        s.by_operator.remove(&key);
+        let Some(obj) = s.objects.get_mut(&key) else {
+            return false;
+        };
         if obj["spec"] != spec_before || obj["data"] != data_before {
             let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
             obj["metadata"]["generation"] = json!(generation + 1);
@@ -376,6 +393,7 @@ impl MemoryApi {
                 }
                 s.revision += 1;
                 next["metadata"]["resourceVersion"] = json!(s.revision.to_string());
+                s.by_operator.insert(key.clone());
                 if !next["metadata"]["deletionTimestamp"].is_null() && finalizers(&next) == 0 {
                     s.objects.remove(&key);
                 } else {

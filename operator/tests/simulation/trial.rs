@@ -107,6 +107,12 @@ pub struct Trial {
     /// A Secret was deleted before anything held it (a user error nothing can undo in a
     /// terminating namespace).
     unheld_secret_lost: bool,
+    /// When the hold sweep last ran.
+    last_sweep: Instant,
+    /// Consecutive wakes of an object caused by the operator's own writes.
+    self_wakes: BTreeMap<ObjKey, usize>,
+    /// Nodes whose status last said CertificateSigned=True.
+    signed_in_status: BTreeSet<String>,
     /// Certname → step it was signed.
     signed_at: BTreeMap<String, usize>,
 }
@@ -130,8 +136,13 @@ fn hash_of(v: &Value) -> u64 {
     u64::from_le_bytes(d[..8].try_into().unwrap())
 }
 
-/// What wakes a reconcile of an object: the runner's own watch predicates.
+/// What wakes a reconcile of an object: the runner's own watch predicates, or, with
+/// `PC_SIM_WATCH=all`, every change (the runner's watch before it filtered its own
+/// status writes), to show what the simulation finds without them.
 fn trigger(kind: Kind, obj: &Value) -> u64 {
+    if std::env::var("PC_SIM_WATCH").is_ok_and(|v| v == "all") {
+        return hash_of(&obj["metadata"]["resourceVersion"]);
+    }
     let hash = match kind {
         Kind::Node => serde_json::from_value::<PuppetNode>(obj.clone())
             .ok()
@@ -206,6 +217,9 @@ impl Trial {
             quiet: false,
             records_lost_at: None,
             unheld_secret_lost: false,
+            signed_in_status: BTreeSet::new(),
+            self_wakes: BTreeMap::new(),
+            last_sweep: Instant::now(),
             signed_at: BTreeMap::new(),
         };
         t.create_node();
@@ -324,8 +338,21 @@ impl Trial {
                 };
                 let h = trigger(kind, &obj);
                 if self.seen.get(&key) != Some(&h) {
-                    self.seen.insert(key.clone(), h);
+                    let first = self.seen.insert(key.clone(), h).is_none();
                     self.op.schedule(key.clone(), now);
+                    // The operator's own write woke it: a chain of those is a loop.
+                    let chain = self.self_wakes.entry(key.clone()).or_default();
+                    if !first && self.api.changed_by_operator(kind.plural(), NS, &name) {
+                        *chain += 1;
+                    } else {
+                        *chain = 0;
+                    }
+                    if *chain > 6 {
+                        let n = *chain;
+                        self.violation(format!(
+                            "{key:?} woke itself {n} times in a row with its own writes"
+                        ));
+                    }
                 }
                 match kind {
                     Kind::Node => {
@@ -516,10 +543,29 @@ impl Trial {
         let Some(status) = node.status.as_ref() else {
             return;
         };
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let signed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CertificateSigned")
+            .map(|c| (c.status == "True", c.reason.clone()));
+        let was_signed = self.signed_in_status.contains(&name);
+        if let (Some((false, reason)), Some(certname)) = (&signed, &status.certname) {
+            // Unknown is not empty: a certificate the CA still holds is never "no CSR".
+            if was_signed && reason == "NoRequest" && self.fx.ca_signed_now(certname) {
+                self.violation(format!(
+                    "{name} says no CSR for {certname} while the CA holds its signed certificate"
+                ));
+            }
+        }
+        if matches!(signed, Some((true, _))) {
+            self.signed_in_status.insert(name.clone());
+        } else {
+            self.signed_in_status.remove(&name);
+        }
         if status.phase != Some(Phase::Ready) {
             return;
         }
-        let name = node.metadata.name.clone().unwrap_or_default();
         let certname = status.certname.clone().unwrap_or_default();
         if !self.signed_certnames.contains(&certname) {
             self.violation(format!("{name} is Ready but {certname} was never signed"));
@@ -723,6 +769,22 @@ impl Trial {
         let to = to.max(now + Duration::from_millis(500));
         self.note(format!("time passes {:.1}s", (to - now).as_secs_f64()));
         tokio::time::sleep_until(to).await;
+        // The runner's hold sweep: Secrets held for no live master are released.
+        if to.duration_since(self.last_sweep) >= self.op.ctx.settings.master_resync {
+            self.last_sweep = to;
+            let names: BTreeSet<String> = secrets().iter().map(|(n, _)| n.to_string()).collect();
+            if let Ok(released) = puppet_conductor::controller::secret_hold::release_unneeded(
+                &self.op.ctx,
+                NS,
+                &names,
+            )
+            .await
+            {
+                if !released.is_empty() {
+                    self.note(format!("hold sweep releases {released:?}"));
+                }
+            }
+        }
     }
 
     fn create_node(&mut self) {

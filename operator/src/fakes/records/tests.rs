@@ -45,6 +45,7 @@ fn claim(certname: &str, key: &str) -> SignatureRecord {
         signer: Signer::Operator,
         serial: None,
         fingerprint: None,
+        sign_requested: false,
     }
 }
 
