@@ -20,6 +20,15 @@ use std::time::Instant;
 
 use trial::{Config, Trial};
 
+/// Seeds that still fail, each with why: the run fails when any other seed fails, and
+/// when one of these passes (then it comes off the list). See docs/reliability.md.
+const KNOWN: &[(u64, &str)] = &[(
+    1614,
+    "the bucket is emptied between signing and confirming: the certificate the CA holds \
+     cannot be proven ours (NotOurs), so the node waits in AwaitingCSR instead of a stated \
+     failure",
+)];
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -85,6 +94,23 @@ fn lifecycle_simulation() {
         );
         all
     });
+    let in_range = |seed: u64| seed >= base && seed < base + trials;
+    let fixed: Vec<u64> = KNOWN
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| in_range(*s) && !results.iter().any(|(f, _)| f == s))
+        .collect();
+    for (seed, why) in KNOWN.iter().filter(|(s, _)| in_range(*s)) {
+        eprintln!("known failing seed {seed}: {why}");
+    }
+    assert!(
+        fixed.is_empty(),
+        "known failing seeds {fixed:?} pass now: take them off KNOWN"
+    );
+    let results: Vec<_> = results
+        .into_iter()
+        .filter(|(s, _)| !KNOWN.iter().any(|(k, _)| k == s))
+        .collect();
     if let Some((seed, outcome)) = results.iter().min_by_key(|(s, _)| *s) {
         let tail = outcome.trace.len().saturating_sub(60);
         for line in &outcome.trace[tail..] {

@@ -472,10 +472,16 @@ impl Trial {
             let certname = identity::certname(uid, inc, None);
             // With the records lost after signing, nothing proves the operator signed it:
             // the trust rules forbid revoking it (reported, not revoked).
+            // (The signing pass claimed the signature when it began; a loss after that
+            // destroys the claim even if the CA signs only later.)
             let evidence_lost = self.records_lost_at.is_some_and(|lost| {
                 self.signed_at
                     .get(&certname)
                     .is_some_and(|signed| *signed <= lost)
+                    || self
+                        .sign_calls
+                        .get(&certname)
+                        .is_some_and(|asked| *asked <= lost)
             });
             if self.fx.ca_signed_now(&certname) && !evidence_lost {
                 self.violation(format!(
