@@ -43,6 +43,11 @@ pub enum Standing {
     Unconfirmed,
     /// The CA holds a certificate for the certname that was never claimed for this node.
     NotOurs,
+    /// The CA holds a certificate for this incarnation's derived certname (UID and
+    /// incarnation) that no surviving evidence shows the operator signed: the records were
+    /// lost before status confirmed it, or it was signed outside the operator. It is
+    /// never used or revoked, and the incarnation is fenced and replaced like a lost one.
+    Unproven,
     /// A certificate was signed and recorded, and the CA no longer has it (cleaned by
     /// hand, CA restored from an old backup), or shows a new CSR in its place.
     Vanished,
@@ -60,6 +65,7 @@ impl Standing {
             Self::Signed => "Signed",
             Self::Unconfirmed => "Unconfirmed",
             Self::NotOurs => "CertificateNotOurs",
+            Self::Unproven => "CertificateUnproven",
             Self::Vanished => "CertificateVanished",
             Self::Replaced => "CertificateReplaced",
         }
@@ -68,7 +74,18 @@ impl Standing {
     /// A signed certificate was lost: the incarnation is fenced and replaced (bounded)
     /// under `replacePolicy: Replace`, only reported under `Never`.
     pub fn is_lost(self) -> bool {
-        matches!(self, Self::Vanished | Self::Replaced)
+        matches!(self, Self::Vanished | Self::Replaced | Self::Unproven)
+    }
+
+    /// For a certname derived from the node's UID and incarnation nobody else can hold a
+    /// claim, so a certificate not ours is one whose evidence is gone: it stands in the
+    /// way of this incarnation for good. A fixed certname's stays `NotOurs` (an admin's
+    /// clean lets the node be signed; replacing would meet the same certificate again).
+    pub fn for_derived_certname(self, derived: bool) -> Self {
+        match self {
+            Self::NotOurs if derived => Self::Unproven,
+            other => other,
+        }
     }
 }
 
@@ -184,5 +201,20 @@ mod tests {
         }
         assert!(Standing::Vanished.is_lost() && Standing::Replaced.is_lost());
         assert!(!Standing::NotOurs.is_lost(), "not ours is never fenced for");
+    }
+
+    #[test]
+    fn a_certificate_not_ours_under_a_derived_certname_is_unproven_and_lost() {
+        let unproven = Standing::NotOurs.for_derived_certname(true);
+        assert_eq!(unproven, Standing::Unproven);
+        assert!(unproven.is_lost());
+        assert_eq!(
+            Standing::NotOurs.for_derived_certname(false),
+            Standing::NotOurs,
+            "a fixed certname's foreign certificate is only reported"
+        );
+        for other in [Standing::Signed, Standing::Requested, Standing::Unknown] {
+            assert_eq!(other.for_derived_certname(true), other);
+        }
     }
 }

@@ -236,10 +236,22 @@ async fn converge(
     let first = plan(&observed);
     let certname = id.certname(node, first.incarnation);
     let conflict = certname_conflict(ctx, node, master, id, &certname).await?;
-    let (mut recorded, claim) =
-        recorded_signature(node, services, snapshot, id, first.incarnation).await?;
     let at_ca = certificate_at_ca(services, snapshot, &certname, first.phase).await?;
-    let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref));
+    let ca_holds_certificate = at_ca
+        .as_ref()
+        .and_then(Option::as_ref)
+        .is_some_and(|c| c.state != CertState::Requested);
+    let (mut recorded, claim) = recorded_signature(
+        node,
+        services,
+        snapshot,
+        id,
+        first.incarnation,
+        ca_holds_certificate,
+    )
+    .await?;
+    let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref))
+        .for_derived_certname(node.spec.certname.is_none());
     observed.certname_conflict = conflict.is_some();
     observed.fence_current = !deleting
         && standing.is_lost()
@@ -484,11 +496,10 @@ async fn recorded_signature(
     snapshot: &Snapshot,
     id: &NodeIdentity,
     incarnation: i64,
+    ca_holds_certificate: bool,
 ) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
     let certname = id.certname(node, incarnation);
-    if !snapshot.records.signatures.contains(&certname) {
-        return Ok((None, None));
-    }
+    // Status is evidence whatever the bucket still holds.
     let status = node.status.as_ref();
     let from_status = status
         .filter(|s| s.incarnation == Some(incarnation))
@@ -502,6 +513,11 @@ async fn recorded_signature(
         });
     if from_status.is_some() {
         return Ok((from_status, None));
+    }
+    // The listing may predate a claim (autosign's, or one written since): when the CA
+    // holds a certificate, only a read of the signature record tells "not ours".
+    if !snapshot.records.signatures.contains(&certname) && !ca_holds_certificate {
+        return Ok((None, None));
     }
     let signature = services
         .records
@@ -559,6 +575,9 @@ async fn report_lost_certificate(
 ) {
     let what = match standing {
         Standing::Vanished => "vanished from the CA",
+        Standing::Unproven => {
+            "cannot be proven the one the operator signed (its signature record is gone)"
+        }
         _ => "was replaced or revoked at the CA",
     };
     let next = if the_plan.phase == Phase::Replacing {
@@ -644,22 +663,26 @@ async fn write_status(
     }
 
     // Certificate: what the CA lists against what was recorded at signing. An unknown
-    // CA keeps what status said (unknown is not "gone").
+    // CA keeps what status said (unknown is not "gone") about the same incarnation only:
+    // a new incarnation has nothing signed, whatever the last one had.
     let standing = cert_view.standing;
     let cert = cert_view.at_ca;
-    let previously_signed = is_true(
-        node.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default(),
-        cond::CERTIFICATE_SIGNED,
-    );
+    let same_incarnation =
+        node.status.as_ref().and_then(|s| s.incarnation) == Some(the_plan.incarnation);
+    let previously_signed = same_incarnation
+        && is_true(
+            node.status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            cond::CERTIFICATE_SIGNED,
+        );
     let signed = match standing {
         Standing::Signed => true,
         Standing::Unknown => previously_signed,
         _ => false,
     };
-    if standing != Standing::Unknown {
+    if standing != Standing::Unknown || !same_incarnation {
         let recorded = cert_view.recorded;
         status.certificate = (cert.is_some() || recorded.is_some()).then(|| CertificateStatus {
             state: cert.map(|c| c.state.as_str().to_string()),
@@ -816,9 +839,14 @@ fn certificate_message(certname: &str, standing: Standing, at_ca: Option<CertSta
         Standing::NoRequest => format!("no CSR for {certname} yet"),
         Standing::Requested => format!("a CSR for {certname} waits"),
         Standing::Unconfirmed => format!("certificate {certname} is signed, not confirmed yet"),
-        Standing::NotOurs => {
-            format!("the CA holds a certificate for {certname} that was never signed for this node")
-        }
+        Standing::NotOurs => format!(
+            "the CA holds a certificate for {certname} that was never signed for this node \
+             (`puppetserver ca clean --certname {certname}` lets this node be signed)"
+        ),
+        Standing::Unproven => format!(
+            "the CA holds a certificate for {certname} that no surviving record shows the \
+             operator signed; it is never used, and the incarnation is replaced"
+        ),
         Standing::Vanished => format!(
             "the signed certificate of {certname} vanished from the CA (now: {})",
             at_ca.map_or("nothing", CertState::as_str)

@@ -6,19 +6,20 @@
 //! a row cost one describe, not 1,000. Its CA listing alone may be refreshed more often
 //! (Operator-mode signing polls the CA at `signing.pollInterval`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 // tokio's clock, so a paused test clock (the simulation) ages snapshots.
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::error::ReconcileError;
 use super::services::MasterServices;
 use crate::ca::{CertState, CertificateInfo};
-use crate::cloud::{tags, Instance};
+use crate::cloud::{tags, Instance, InstanceState};
 use crate::records::{ListedRecord, RecordListing};
 
 /// What was observed of one master's cloud, bucket and CA.
@@ -87,6 +88,21 @@ fn degraded_budget(listing: &CaListing) -> Arc<AtomicUsize> {
 #[derive(Default)]
 struct Slot {
     snapshot: Option<Arc<Snapshot>>,
+    /// The last describe's instances, kept across invalidations: the next describe is
+    /// compared with it to wake the nodes whose instance went.
+    described: Option<Vec<Instance>>,
+}
+
+/// The nodes (their `namespace/name` tag) with an instance live in `before` that `after`
+/// shows stopping, stopped or not at all: terminated outside the operator, or lost.
+pub fn vanished_nodes(before: &[Instance], after: &[Instance]) -> BTreeSet<String> {
+    let live = |i: &Instance| matches!(i.state, InstanceState::Pending | InstanceState::Running);
+    before
+        .iter()
+        .filter(|i| live(i))
+        .filter(|i| !after.iter().any(|a| a.id == i.id && live(a)))
+        .filter_map(|i| i.tags.get(tags::NODE).cloned())
+        .collect()
 }
 
 /// How long an instance this process launched is kept in the master's snapshot while
@@ -102,6 +118,9 @@ pub struct SnapshotCache {
     /// Instances launched by this process, per master, with when: until a describe shows
     /// them (or the grace ends) they are merged into every new snapshot.
     launches: std::sync::Mutex<HashMap<String, Vec<(Instance, Instant)>>>,
+    /// Where the nodes a describe found without their instance are sent (`namespace/name`),
+    /// so they are reconciled now, not at their resync.
+    vanished: std::sync::Mutex<Vec<UnboundedSender<String>>>,
 }
 
 /// The described instances plus those launched within `grace` that the describe does
@@ -160,6 +179,9 @@ impl SnapshotCache {
             }
         }
         let mut instances = services.cloud.describe_master_instances(master_key).await?;
+        if let Some(before) = slot.described.replace(instances.clone()) {
+            self.wake(vanished_nodes(&before, &instances));
+        }
         self.merge_launches(master_key, &mut instances);
         let records = services.records.list().await?;
         let certificates = list_ca(master_key, services).await;
@@ -184,6 +206,25 @@ impl SnapshotCache {
             let mut next = (**s).clone();
             change(&mut next);
             slot.snapshot = Some(Arc::new(next));
+        }
+    }
+
+    /// A stream of the nodes (`namespace/name`) whose instance a new describe found gone.
+    pub fn subscribe_vanished(&self) -> UnboundedReceiver<String> {
+        let (tx, rx) = unbounded_channel();
+        if let Ok(mut subscribers) = self.vanished.lock() {
+            subscribers.push(tx);
+        }
+        rx
+    }
+
+    fn wake(&self, nodes: BTreeSet<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        // A poisoned list only loses the early wake; the node's resync still comes.
+        if let Ok(mut subscribers) = self.vanished.lock() {
+            subscribers.retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
         }
     }
 
@@ -260,7 +301,6 @@ pub fn ca_has(certificates: &HashMap<String, CertificateInfo>, certname: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::InstanceState;
 
     fn instance(id: &str) -> Instance {
         Instance {
@@ -277,6 +317,35 @@ mod tests {
             security_group_ids: vec![],
             http_tokens: None,
         }
+    }
+
+    fn of_node(id: &str, node: &str, state: InstanceState) -> Instance {
+        let mut i = instance(id);
+        i.state = state;
+        i.tags.insert(tags::NODE.into(), node.into());
+        i
+    }
+
+    #[test]
+    fn a_describe_without_a_live_instance_names_its_node() {
+        let before = [
+            of_node("i-1", "ns/a", InstanceState::Running),
+            of_node("i-2", "ns/b", InstanceState::Running),
+            of_node("i-3", "ns/c", InstanceState::Pending),
+            of_node("i-4", "ns/d", InstanceState::Terminated),
+        ];
+        let after = [
+            of_node("i-1", "ns/a", InstanceState::Running),
+            of_node("i-2", "ns/b", InstanceState::ShuttingDown),
+            of_node("i-4", "ns/d", InstanceState::Terminated),
+        ];
+        let woken: Vec<_> = vanished_nodes(&before, &after).into_iter().collect();
+        assert_eq!(
+            woken,
+            ["ns/b", "ns/c"],
+            "stopping and missing, not running or long gone"
+        );
+        assert!(vanished_nodes(&after, &after).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -284,7 +284,10 @@ pub async fn run_controllers(
         shutdown.clone(),
     );
 
-    let node_run = node_controller(nodes, node_reader, master_changes, concurrency)
+    // Nodes whose instance a master's describe found gone are reconciled now.
+    let mut vanished = ctx.snapshots.subscribe_vanished();
+    let vanished = futures::stream::poll_fn(move |cx| vanished.poll_recv(cx));
+    let node_run = node_controller(nodes, node_reader, master_changes, vanished, concurrency)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_node, node_error_policy, ctx.clone())
         .for_each(|result| async move {

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
@@ -93,12 +93,20 @@ pub fn master_triggers(
     masters.predicate_filter(kube::runtime::predicates::generation, Default::default())
 }
 
-/// The PuppetNode controller: triggered by node changes (not by their status writes) and by
-/// changes of their master.
+/// The node a `namespace/name` key (the instances' node tag) names.
+pub fn node_ref(key: &str) -> Option<ObjectRef<GuardedNode>> {
+    let (ns, name) = key.split_once('/')?;
+    (!ns.is_empty() && !name.is_empty()).then(|| ObjectRef::new(name).within(ns))
+}
+
+/// The PuppetNode controller: triggered by node changes (not by their status writes), by
+/// changes of their master, and by a master describe that found a node's instance gone
+/// (`vanished`: `namespace/name` keys).
 pub fn node_controller(
     nodes: impl Stream<Item = Result<GuardedNode, watcher::Error>> + Send + 'static,
     store: Store<GuardedNode>,
     masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
+    vanished: impl Stream<Item = String> + Send + 'static,
     concurrency: u16,
 ) -> Controller<GuardedNode> {
     let lookup = store.clone();
@@ -110,6 +118,7 @@ pub fn node_controller(
         .watches_stream(masters, move |master| {
             nodes_of_master(&master, &lookup.state())
         })
+        .reconcile_on(vanished.filter_map(|key| std::future::ready(node_ref(&key))))
         .with_config(controller::Config::default().concurrency(concurrency))
 }
 

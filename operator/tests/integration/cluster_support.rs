@@ -1,4 +1,4 @@
-//! Support of the cluster tests (cluster_e2e.rs): a real Kubernetes API named by the
+//! Support of the cluster tests (`cluster_*.rs`): a real Kubernetes API named by the
 //! kubeconfig in `PC_TEST_KUBECONFIG`, the CRDs installed by server-side apply, one
 //! temporary namespace per test with its own `puppet-conductor run` process scoped to it,
 //! and the example manifests rewritten to point at moto and puppetserver on loopback.
@@ -7,11 +7,13 @@
 //! are reachable from it; the instances it launches live in moto and are played by a real
 //! puppet agent, as in the other end-to-end tests.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::ByteString;
@@ -20,7 +22,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
 use puppet_conductor::api::common::SecretRef;
 use puppet_conductor::api::master::SigningMode;
+use puppet_conductor::api::node::Phase;
 use puppet_conductor::api::{PuppetMaster, PuppetNode};
+use puppet_conductor::cloud::{tags, Cloud, Instance};
+use puppet_conductor::records::{KeyLayout, ParsedKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -392,7 +397,9 @@ where
 /// Runs `body` in a fresh namespace with an operator watching it; afterwards deletes the
 /// namespace's PuppetNodes and PuppetMasters while the operator still runs (so it
 /// releases their finalizers), stops the operator with SIGTERM and deletes the
-/// namespace, whether `body` passed or panicked.
+/// namespace, whether `body` passed or panicked. A body may delete the namespace itself
+/// ([`delete_namespace_and_await_gone`]): the operator still runs meanwhile, and the
+/// cleanup then finds nothing left.
 pub async fn with_cluster<F, Fut>(kubeconfig: &Path, prefix: &str, body: F)
 where
     F: FnOnce(Cluster) -> Fut,
@@ -463,6 +470,8 @@ where
         strip_finalizers(&nodes).await;
         strip_finalizers(&masters).await;
     }
+    // The operator is gone: a Secret it still holds would keep the namespace Terminating.
+    strip_finalizers(&cluster.api::<Secret>()).await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
@@ -484,9 +493,18 @@ pub struct Launched {
     pub instance_id: String,
 }
 
-/// `kubectl apply -f manifests/examples/` (the minimal pair and its Secrets) once the
-/// operator is ready; waits for the master to be Ready and the node to await its CSR.
-pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjects) -> Launched {
+/// Whether the master's `Ready` condition is `True`.
+pub fn master_ready(master: &PuppetMaster) -> bool {
+    master.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == puppet_conductor::api::conditions::READY && c.status == "True")
+    })
+}
+
+/// `kubectl apply` of the example master and its two Secrets once the operator is ready;
+/// waits for the master to be Ready.
+pub async fn apply_master_and_await_ready(c: &Cluster, objects: &ExampleObjects) -> PuppetMaster {
     eventually(
         "the operator's /readyz",
         Duration::from_secs(60),
@@ -499,21 +517,25 @@ pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjec
     apply::<Secret>(&c.client, &c.ns, &objects.ca_client).await;
     apply::<Secret>(&c.client, &c.ns, &objects.cloud_credentials).await;
     let master = apply(&c.client, &c.ns, &objects.master).await;
-    let node = apply(&c.client, &c.ns, &objects.node).await;
-    let (masters, nodes) = (c.api::<PuppetMaster>(), c.api::<PuppetNode>());
+    let masters = c.api::<PuppetMaster>();
     eventually("PuppetMaster Ready", Duration::from_secs(60), || async {
-        let st = masters.get(&master.name_any()).await.ok()?.status?;
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == puppet_conductor::api::conditions::READY && c.status == "True")
-            .then_some(())
+        let m = masters.get(&master.name_any()).await.ok()?;
+        master_ready(&m).then_some(())
     })
     .await;
+    master
+}
+
+/// `kubectl apply -f manifests/examples/` (the minimal pair and its Secrets) once the
+/// operator is ready; waits for the master to be Ready and the node to await its CSR.
+pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjects) -> Launched {
+    let master = apply_master_and_await_ready(c, objects).await;
+    let node = apply(&c.client, &c.ns, &objects.node).await;
+    let nodes = c.api::<PuppetNode>();
     let (certname, instance_id) =
         eventually("the node launched", Duration::from_secs(90), || async {
             let st = nodes.get(&node.name_any()).await.ok()?.status?;
-            (st.phase == Some(puppet_conductor::api::node::Phase::AwaitingCsr))
-                .then_some((st.certname?, st.instance_id?))
+            (st.phase == Some(Phase::AwaitingCsr)).then_some((st.certname?, st.instance_id?))
         })
         .await;
     Launched {
@@ -522,6 +544,253 @@ pub async fn apply_examples_and_await_launch(c: &Cluster, objects: &ExampleObjec
         certname,
         instance_id,
     }
+}
+
+/// One of several nodes as it launched (AwaitingCSR with an instance id).
+#[derive(Clone, Debug)]
+pub struct LaunchedNode {
+    pub name: String,
+    pub uid: String,
+    pub certname: String,
+    pub instance_id: String,
+    /// The incarnation its status names.
+    pub incarnation: Option<i64>,
+}
+
+fn launched_node(n: &PuppetNode) -> Option<LaunchedNode> {
+    let st = n.status.as_ref()?;
+    if st.phase != Some(Phase::AwaitingCsr) {
+        return None;
+    }
+    Some(LaunchedNode {
+        name: n.name_any(),
+        uid: n.metadata.uid.clone()?,
+        certname: st.certname.clone()?,
+        instance_id: st.instance_id.clone()?,
+        incarnation: st.incarnation,
+    })
+}
+
+/// How many of `nodes` are in each phase (`None`: no status yet).
+pub fn phase_counts<'a>(
+    nodes: impl IntoIterator<Item = &'a PuppetNode>,
+) -> BTreeMap<Option<Phase>, usize> {
+    let mut counts = BTreeMap::new();
+    for n in nodes {
+        *counts
+            .entry(n.status.as_ref().and_then(|s| s.phase))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Server-side applies a copy of `template` under each of `names`, 16 at a time (as a
+/// GitOps sync of a directory would), then waits until every one of them awaits its CSR
+/// with an instance id; the result follows the order of `names`. On timeout, says how
+/// many got there and in which phases the others are.
+pub async fn apply_nodes_and_await_launch(
+    c: &Cluster,
+    template: &PuppetNode,
+    names: &[String],
+    within: Duration,
+) -> Vec<LaunchedNode> {
+    // Owned futures: a stream of closures over `&String` is not `Send` for every lifetime.
+    let applies: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let mut node = template.clone();
+            node.metadata.name = Some(name.clone());
+            let (client, ns) = (c.client.clone(), c.ns.clone());
+            async move { apply(&client, &ns, &node).await }
+        })
+        .collect();
+    let applied: Vec<PuppetNode> = futures::stream::iter(applies)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(applied.len(), names.len(), "PuppetNodes applied");
+
+    let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let api = c.api::<PuppetNode>();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let ours: Vec<&PuppetNode> = listed
+            .iter()
+            .filter(|n| wanted.contains(n.name_any().as_str()))
+            .collect();
+        let mut launched: BTreeMap<String, LaunchedNode> = ours
+            .iter()
+            .filter_map(|n| launched_node(n))
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        if launched.len() == names.len() {
+            return names
+                .iter()
+                .filter_map(|name| launched.remove(name))
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} PuppetNodes AwaitingCSR with an instance id after {within:?}; \
+             phases of the {} listed: {:?}",
+            launched.len(),
+            names.len(),
+            ours.len(),
+            phase_counts(ours.iter().copied())
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `kubectl delete namespace` of the test's namespace itself (not its objects), then
+/// waits until it is gone: the namespace controller deleted every object in it and the
+/// operator released every finalizer (the nodes cleaned up, then their master, then the
+/// Secrets it held). On timeout, says what is left and what holds it.
+pub async fn delete_namespace_and_await_gone(c: &Cluster, within: Duration) {
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    namespaces
+        .delete(&c.ns, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting namespace {}: {e}", c.ns));
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if matches!(namespaces.get_opt(&c.ns).await, Ok(None)) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "namespace {} still there {within:?} after its deletion; {}",
+                c.ns,
+                leftovers(c).await
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What keeps a Terminating namespace: its conditions, and the objects left with their
+/// finalizers.
+async fn leftovers(c: &Cluster) -> String {
+    fn described<K: Resource>(items: &[K], detail: impl Fn(&K) -> String) -> Vec<String> {
+        items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} (finalizers {:?}{})",
+                    o.meta().name.as_deref().unwrap_or_default(),
+                    o.meta().finalizers.as_deref().unwrap_or_default(),
+                    detail(o)
+                )
+            })
+            .collect()
+    }
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    let conditions: Vec<String> = namespaces
+        .get_opt(&c.ns)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|n| n.status?.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| {
+            format!(
+                "{}={}: {}",
+                k.type_,
+                k.status,
+                k.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    let nodes = c.api::<PuppetNode>().list(&ListParams::default()).await;
+    let masters = c.api::<PuppetMaster>().list(&ListParams::default()).await;
+    let secrets = c.api::<Secret>().list(&ListParams::default()).await;
+    let nodes = nodes.map(|l| {
+        described(&l.items, |n| {
+            format!(", phase {:?}", n.status.as_ref().and_then(|s| s.phase))
+        })
+    });
+    let masters = masters.map(|l| described(&l.items, |_| String::new()));
+    let secrets = secrets.map(|l| described(&l.items, |_| String::new()));
+    format!(
+        "namespace conditions: {conditions:?}; PuppetNodes left: {nodes:?}; \
+         PuppetMasters left: {masters:?}; Secrets left: {secrets:?}"
+    )
+}
+
+/// Every instance tagged with the master `master_key` (`namespace/name`), in any state,
+/// terminated ones included (moto keeps them), grouped by their node-UID tag (`""` for an
+/// instance without one).
+pub async fn launches_by_node(
+    cloud: &dyn Cloud,
+    master_key: &str,
+) -> BTreeMap<String, Vec<Instance>> {
+    let instances = cloud
+        .describe_master_instances(master_key)
+        .await
+        .unwrap_or_else(|e| panic!("describing the instances of {master_key}: {e}"));
+    let mut by_node: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+    for i in instances {
+        let uid = i.tag(tags::NODE_UID).unwrap_or_default().to_string();
+        by_node.entry(uid).or_default().push(i);
+    }
+    by_node
+}
+
+/// The node objects under a master's records prefix, by kind: certnames with a record, a
+/// check-in or a signature record, and any other key there.
+#[derive(Debug, Default)]
+pub struct PrefixObjects {
+    pub records: BTreeSet<String>,
+    pub check_ins: BTreeSet<String>,
+    pub signatures: BTreeSet<String>,
+    pub other: Vec<String>,
+}
+
+impl PrefixObjects {
+    /// No record, check-in or signature record of any node.
+    pub fn has_no_node_objects(&self) -> bool {
+        self.records.is_empty() && self.check_ins.is_empty() && self.signatures.is_empty()
+    }
+}
+
+/// Lists the master's records bucket (all pages) under its prefix, as the operator lays
+/// keys out (`records/`, `checkins/`, `signatures/`).
+pub async fn prefix_objects(moto_endpoint: &str, master: &PuppetMaster) -> PrefixObjects {
+    let spec = &master.spec.records;
+    let layout = KeyLayout::new(&spec.prefix);
+    let region = spec.region.as_deref().unwrap_or(crate::e2e_support::REGION);
+    let s3 = crate::node_support::s3_client(moto_endpoint, region);
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&spec.bucket)
+        .prefix(layout.prefix())
+        .into_paginator()
+        .send();
+    let mut found = PrefixObjects::default();
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap_or_else(|e| panic!("listing bucket {}: {e}", spec.bucket));
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            let kind = match layout.parse(key) {
+                Some(ParsedKey::Record(c)) => Some((&mut found.records, c)),
+                Some(ParsedKey::CheckIn(c)) => Some((&mut found.check_ins, c)),
+                Some(ParsedKey::Signature(c)) => Some((&mut found.signatures, c)),
+                None => None,
+            };
+            match kind {
+                Some((set, certname)) => {
+                    set.insert(certname);
+                }
+                None => found.other.push(key.to_string()),
+            }
+        }
+    }
+    found
 }
 
 /// The challenge and instance id the launched instance's cloud-init hands its agent: the

@@ -17,6 +17,8 @@ mod cloud_ec2;
 mod cloud_faults;
 mod cloud_support;
 mod cluster_e2e;
+mod cluster_namespace;
+mod cluster_scale;
 mod cluster_support;
 mod cluster_trust;
 mod contract_ca;

@@ -48,6 +48,7 @@ fn guarded<K: serde::Serialize>(object: &K) -> serde_json::Value {
 struct Fixture {
     node_tx: mpsc::UnboundedSender<watcher::Event<GuardedNode>>,
     master_tx: mpsc::UnboundedSender<watcher::Event<GuardedMaster>>,
+    vanished_tx: mpsc::UnboundedSender<String>,
     reconciled: mpsc::UnboundedReceiver<String>,
     events: Arc<MemoryEvents>,
     masters: BTreeMap<String, PuppetMaster>,
@@ -93,8 +94,9 @@ async fn fixture() -> Fixture {
     let (reader, writer) = reflector::store();
     let node_stream = node_rx.map(Ok).reflect(writer).applied_objects();
     let master_stream = master_triggers(master_rx.map(Ok).applied_objects());
+    let (vanished_tx, vanished_rx) = mpsc::unbounded();
     let (done_tx, reconciled) = mpsc::unbounded();
-    let controller = node_controller(node_stream, reader, master_stream, 4).run(
+    let controller = node_controller(node_stream, reader, master_stream, vanished_rx, 4).run(
         reconcile_node,
         node_error_policy,
         ctx,
@@ -118,6 +120,7 @@ async fn fixture() -> Fixture {
     Fixture {
         node_tx,
         master_tx,
+        vanished_tx,
         reconciled,
         events,
         masters,
@@ -181,6 +184,34 @@ async fn a_malformed_node_gets_an_event_and_does_not_stop_the_others() {
         invalid[0].note.contains("cannot be read as a PuppetNode"),
         "{}",
         invalid[0].note
+    );
+}
+
+#[tokio::test]
+async fn a_describe_that_finds_an_instance_gone_reconciles_that_node_at_once() {
+    let mut f = fixture().await;
+    f.send_node(guarded(&f.nodes["n1"]));
+    f.send_node(guarded(&f.nodes["n2"]));
+    assert_eq!(
+        f.reconciled_within(Duration::from_secs(2)).await,
+        vec!["n1", "n2"]
+    );
+    // The snapshot's wake names nodes by their instances' `namespace/name` tag; a key
+    // that names no node (deleted since) reconciles nothing, a malformed one is dropped.
+    for key in [format!("{NS}/n2"), format!("{NS}/nobody"), "garbage".into()] {
+        f.vanished_tx.unbounded_send(key).unwrap();
+    }
+    let seen = f.reconciled_within(Duration::from_secs(2)).await;
+    let reconciled: Vec<_> = seen
+        .iter()
+        .filter(|s| !s.starts_with("controller error"))
+        .collect();
+    assert_eq!(reconciled, ["n2"], "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.starts_with("controller error"))
+            .all(|s| s.contains("nobody") && s.contains("not found in local store")),
+        "{seen:?}"
     );
 }
 
@@ -495,6 +526,7 @@ async fn after_shutdown_no_reconcile_starts_and_one_in_flight_is_dropped_within_
         node_rx.map(Ok).reflect(writer).applied_objects(),
         reader,
         master_triggers(master_rx.map(Ok).applied_objects()),
+        futures::stream::pending(),
         4,
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -561,6 +593,7 @@ async fn a_shutdown_with_nothing_in_flight_stops_at_once() {
         node_rx.map(Ok).reflect(writer).applied_objects(),
         reader,
         master_triggers(master_rx.map(Ok).applied_objects()),
+        futures::stream::pending(),
         4,
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())

@@ -127,3 +127,68 @@ async fn a_launch_answer_arriving_after_a_newer_describe_keeps_the_instance_once
         .await
         .unwrap();
 }
+
+/// Issue 11, failure 6: an instance terminated outside the operator is noticed by the
+/// master's next describe, which names the node (to be reconciled at once) instead of
+/// leaving it to the node's own resync.
+#[tokio::test]
+async fn a_describe_that_finds_an_instance_terminated_outside_names_its_node() {
+    use puppet_conductor::cloud::Cloud;
+    let _shared = MOTO_LOAD.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("gone")).await;
+    let services = MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: moto.ca.clone(),
+        ca_cert_pem: CA_PEM.to_string(),
+        challenge_key: ChallengeKey::generate(),
+    };
+    let cache = SnapshotCache::default();
+    let mut woken = cache.subscribe_vanished();
+    let key = format!("{NS}/{}", unique("pm"));
+    let (node_a, node_b) = (format!("{NS}/gone-a"), format!("{NS}/gone-b"));
+    let a = moto
+        .cloud
+        .launch(&crate::cloud_support::launch_request(&key, &node_a, 1))
+        .await
+        .unwrap();
+    let b = moto
+        .cloud
+        .launch(&crate::cloud_support::launch_request(&key, &node_b, 1))
+        .await
+        .unwrap();
+    let stale = Duration::ZERO;
+    let first = cache.get(&key, &services, stale, stale).await.unwrap();
+    assert_eq!(first.instances.len(), 2);
+    assert!(
+        woken.try_recv().is_err(),
+        "a first describe has nothing to compare"
+    );
+    cache.get(&key, &services, stale, stale).await.unwrap();
+    assert!(woken.try_recv().is_err(), "nothing changed, nobody woken");
+
+    // Terminated by someone else (the console, an ASG, spot reclaim).
+    moto.cloud
+        .terminate(std::slice::from_ref(&a.id))
+        .await
+        .unwrap();
+    cache.get(&key, &services, stale, stale).await.unwrap();
+    assert_eq!(
+        woken.try_recv().ok(),
+        Some(node_a),
+        "the node whose instance went"
+    );
+    assert!(woken.try_recv().is_err(), "and only that one");
+    cache.get(&key, &services, stale, stale).await.unwrap();
+    assert!(
+        woken.try_recv().is_err(),
+        "woken once, not at every describe"
+    );
+    moto.cloud
+        .terminate(std::slice::from_ref(&b.id))
+        .await
+        .unwrap();
+}

@@ -22,12 +22,7 @@ use trial::{Config, Trial};
 
 /// Seeds that still fail, each with why: the run fails when any other seed fails, and
 /// when one of these passes (then it comes off the list). See docs/reliability.md.
-const KNOWN: &[(u64, &str)] = &[(
-    1614,
-    "the bucket is emptied between signing and confirming: the certificate the CA holds \
-     cannot be proven ours (NotOurs), so the node waits in AwaitingCSR instead of a stated \
-     failure",
-)];
+const KNOWN: &[(u64, &str)] = &[];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

@@ -316,6 +316,11 @@ impl Trial {
             };
             self.note(format!("{key:?} done ({what}), requeue {after:?}"));
         }
+        for name in self.op.wake_vanished() {
+            self.note(format!(
+                "{name}: a describe found its instance gone; reconcile now"
+            ));
+        }
         self.watch();
         self.check_instances();
         self.check_signatures();

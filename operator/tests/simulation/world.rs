@@ -200,6 +200,8 @@ pub struct Operator {
     pub rerun: BTreeSet<ObjKey>,
     /// Reconciles started per object (for the self-wake bound).
     pub starts: BTreeMap<ObjKey, usize>,
+    /// Nodes a describe found without their instance (the runner's `reconcile_on`).
+    pub vanished: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 pub fn settings() -> NodeSettings {
@@ -213,8 +215,10 @@ impl Operator {
     pub fn start(client: kube::Client, factory: Arc<SimFactory>) -> Self {
         let events = Arc::new(MemoryEvents::default());
         let ctx = Arc::new(Context::new(client, factory, events, settings()));
+        let vanished = ctx.snapshots.subscribe_vanished();
         Self {
             ctx,
+            vanished,
             running: BTreeMap::new(),
             queue: BTreeMap::new(),
             rerun: BTreeSet::new(),
@@ -313,6 +317,18 @@ impl Operator {
             out.push((key, after, error));
         }
         out
+    }
+
+    /// Queues now the nodes a describe found without their instance.
+    pub fn wake_vanished(&mut self) -> Vec<String> {
+        let mut woken = Vec::new();
+        while let Ok(key) = self.vanished.try_recv() {
+            if let Some((_, name)) = key.split_once('/') {
+                self.schedule((Kind::Node, name.to_string()), Instant::now());
+                woken.push(name.to_string());
+            }
+        }
+        woken
     }
 
     /// A crash: every reconcile stops where it is.
