@@ -160,9 +160,16 @@ pub async fn police_waiting_csr(
 }
 
 /// Whether a failed sign call certainly left the CSR unsigned: the CA answered with an
-/// error (a timeout or a broken connection may have signed it).
+/// error, or no connection or TLS session was ever made, so no request was written (a
+/// timeout or a connection broken mid-request may have signed it). Found by the crash
+/// trials: a reset while connecting spent the challenge and cost a replacement.
 fn sign_not_applied(error: &CaError) -> bool {
-    matches!(error, CaError::Status { status, .. } if *status != 409)
+    match error {
+        CaError::Status { status, .. } => *status != 409,
+        CaError::Connect { source, .. } => source.is_connect(),
+        CaError::Tls { .. } => true,
+        _ => false,
+    }
 }
 
 /// Confirms that the CA signed the key `claim` names and records the certificate's serial
@@ -267,6 +274,36 @@ async fn refuse(
 /// The first 12 hex digits of a key digest, enough to tell two keys apart in an event.
 fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod sign_applied_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sign_that_never_connected_was_not_applied() {
+        // A closed loopback port: refused while connecting, nothing was written.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let source = reqwest::Client::new()
+            .put(format!(
+                "http://127.0.0.1:{port}/puppet-ca/v1/certificate_status/x"
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        let error = CaError::transport("sign", Duration::from_secs(1), source);
+        assert!(matches!(error, CaError::Connect { .. }), "{error:?}");
+        assert!(sign_not_applied(&error));
+        let timeout = CaError::Timeout {
+            operation: "sign",
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!sign_not_applied(&timeout), "a timeout may have signed");
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ pub enum Fate {
     Fail(FaultKind),
     /// Applied, but the answer was lost: the caller sees a timeout.
     Lost,
+    /// Applied now; the answer reaches the caller only when [`Gate::deliver`] returns
+    /// (a RunInstances answer arriving after a newer describe, a describe's view arriving
+    /// after later changes).
+    Late,
 }
 
 /// Decides each call's fate before the fake applies it.
@@ -66,6 +70,12 @@ pub enum Fate {
 pub trait Gate: Send + Sync {
     /// The fate of `call`; may wait first (latency, or a scheduler's decision).
     async fn admit(&self, call: &Call) -> Fate;
+
+    /// For a [`Fate::Late`] call already applied: waits until its answer may go back;
+    /// `false` when it is lost on the way (the caller then sees a timeout).
+    async fn deliver(&self, _call: &Call) -> bool {
+        true
+    }
 }
 
 #[derive(Default)]

@@ -14,6 +14,8 @@ pub struct Parked {
     pub call: Call,
     /// The tokio task that made it (to attribute it to a reconcile).
     pub task: Option<tokio::task::Id>,
+    /// An answer on its way back (the call was applied with [`Fate::Late`]).
+    pub delivery: bool,
     answer: oneshot::Sender<Fate>,
 }
 
@@ -46,6 +48,31 @@ impl SchedGate {
             .collect()
     }
 
+    /// Whether parked entry `seq` is a late answer on its way back.
+    pub fn is_delivery(&self, seq: u64) -> bool {
+        let s = self.state.lock().unwrap();
+        s.parked.iter().any(|p| p.seq == seq && p.delivery)
+    }
+
+    fn park(&self, call: &Call, delivery: bool) -> Option<oneshot::Receiver<Fate>> {
+        let mut s = self.state.lock().unwrap();
+        // Calls from outside any task are the world's own (an agent's ENC run).
+        if s.open || tokio::task::try_id().is_none() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.parked.push(Parked {
+            seq,
+            call: call.clone(),
+            task: tokio::task::try_id(),
+            delivery,
+            answer: tx,
+        });
+        Some(rx)
+    }
+
     /// Releases parked call `seq` with `fate`; false when it is gone (its task ended).
     pub fn release(&self, seq: u64, fate: Fate) -> bool {
         let mut s = self.state.lock().unwrap();
@@ -74,24 +101,18 @@ impl SchedGate {
 #[async_trait::async_trait]
 impl Gate for SchedGate {
     async fn admit(&self, call: &Call) -> Fate {
-        let rx = {
-            let mut s = self.state.lock().unwrap();
-            // Calls from outside any task are the world's own (an agent's ENC run).
-            if s.open || tokio::task::try_id().is_none() {
-                return Fate::Answer;
-            }
-            let (tx, rx) = oneshot::channel();
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            s.parked.push(Parked {
-                seq,
-                call: call.clone(),
-                task: tokio::task::try_id(),
-                answer: tx,
-            });
-            rx
+        let Some(rx) = self.park(call, false) else {
+            return Fate::Answer;
         };
         // A dropped sender means the scheduler crashed the operator: the call never landed.
         rx.await.unwrap_or(Fate::Fail(FaultKind::Timeout))
+    }
+
+    async fn deliver(&self, call: &Call) -> bool {
+        let Some(rx) = self.park(call, true) else {
+            return true;
+        };
+        // Applied already: anything but an answer (a crash included) loses it.
+        matches!(rx.await, Ok(Fate::Answer))
     }
 }

@@ -706,15 +706,26 @@ impl Trial {
         match choice {
             0 => {
                 let (seq, call, task) = parked[self.rng.random_range(0..parked.len())].clone();
-                let fate = self.fate_for(call.system);
-                if call.operation == "sign" && fate != Fate::Fail(FaultKind::Unavailable) {
+                let delivery = self.gate.is_delivery(seq);
+                let fate = match self.fate_for(call.system) {
+                    // A late answer on its way back arrives, or is lost on the way.
+                    _ if delivery && self.quiet => Fate::Answer,
+                    Fate::Answer | Fate::Late if delivery => Fate::Answer,
+                    _ if delivery => Fate::Lost,
+                    fate => fate,
+                };
+                if call.operation == "sign"
+                    && !delivery
+                    && fate != Fate::Fail(FaultKind::Unavailable)
+                {
                     let started = task
                         .and_then(|t| self.tasks.get(&t))
                         .map_or(self.step, |(_, s)| *s);
                     self.sign_calls.insert(call.target.clone(), started);
                 }
+                let what = if delivery { "late answer of" } else { "answer" };
                 self.note(format!(
-                    "answer {:?} {} {} -> {fate:?}",
+                    "{what} {:?} {} {} -> {fate:?}",
                     call.system, call.operation, call.target
                 ));
                 self.gate.release(seq, fate);
@@ -758,7 +769,9 @@ impl Trial {
             return Fate::Answer;
         }
         match self.rng.random_range(0..100) {
-            0..=84 => Fate::Answer,
+            0..=79 => Fate::Answer,
+            // Applied now, answered after other calls (and time) have passed.
+            80..=84 => Fate::Late,
             85..=87 => Fate::Fail(FaultKind::Unavailable),
             88..=90 => Fate::Fail(FaultKind::Timeout),
             91..=92 => Fate::Fail(FaultKind::Throttled),

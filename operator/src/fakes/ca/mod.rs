@@ -348,16 +348,22 @@ impl FakeCa {
         apply: impl FnOnce(&mut CaState, Context<'_>) -> Result<T, Http>,
     ) -> Result<Result<T, Http>, CaError> {
         self.with(|s| *s.calls.entry(gate_op).or_default() += 1);
-        let fate = self
-            .gate
-            .admit(&Call::new(System::Ca, gate_op, target))
-            .await;
+        let call = Call::new(System::Ca, gate_op, target);
+        let fate = self.gate.admit(&call).await;
         match fate {
             Fate::Answer => Ok(self.apply(apply)),
             Fate::Lost => {
                 // Applied; only the answer is lost.
                 let _lost = self.apply(apply);
                 Err(self.timeout(error_op).await)
+            }
+            Fate::Late => {
+                let answer = self.apply(apply);
+                if self.gate.deliver(&call).await {
+                    Ok(answer)
+                } else {
+                    Err(self.timeout(error_op).await)
+                }
             }
             Fate::Fail(kind) => Err(self.fault(error_op, kind).await),
         }

@@ -259,6 +259,14 @@ impl FakeEc2 {
                 let _lost = self.apply(request);
                 Err(self.timeout(operation).await)
             }
+            Fate::Late => {
+                let answer = self.apply(request);
+                if self.gate.deliver(&call).await {
+                    answer
+                } else {
+                    Err(self.timeout(operation).await)
+                }
+            }
             Fate::Fail(kind) => Err(self.fault(operation, kind).await),
         }
     }

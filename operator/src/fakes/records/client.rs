@@ -61,10 +61,8 @@ impl FakeRecords {
                 Counter::Probe => c.probes += 1,
             }
         }
-        let fate = self
-            .gate
-            .admit(&Call::new(System::S3, operation, target))
-            .await;
+        let call = Call::new(System::S3, operation, target);
+        let fate = self.gate.admit(&call).await;
         match fate {
             Fate::Answer => {
                 let now = self.now();
@@ -75,6 +73,15 @@ impl FakeRecords {
                 let now = self.now();
                 let _lost = self.with_bucket(|b| apply(b, now));
                 Err(self.timeout(operation).await)
+            }
+            Fate::Late => {
+                let now = self.now();
+                let answer = self.with_bucket(|b| apply(b, now));
+                if self.gate.deliver(&call).await {
+                    Ok(answer)
+                } else {
+                    Err(self.timeout(operation).await)
+                }
             }
             Fate::Fail(kind) => Err(self.fault(operation, kind).await),
         }
