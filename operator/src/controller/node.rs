@@ -499,7 +499,11 @@ async fn recorded_signature(
     ca_holds_certificate: bool,
 ) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
     let certname = id.certname(node, incarnation);
-    // Status is evidence whatever the bucket still holds.
+    // The listing may predate a claim (autosign's, or one written since): when the CA
+    // holds a certificate, only status or a read of the signature record tells "not ours".
+    if !snapshot.records.signatures.contains(&certname) && !ca_holds_certificate {
+        return Ok((None, None));
+    }
     let status = node.status.as_ref();
     let from_status = status
         .filter(|s| s.incarnation == Some(incarnation))
@@ -513,11 +517,6 @@ async fn recorded_signature(
         });
     if from_status.is_some() {
         return Ok((from_status, None));
-    }
-    // The listing may predate a claim (autosign's, or one written since): when the CA
-    // holds a certificate, only a read of the signature record tells "not ours".
-    if !snapshot.records.signatures.contains(&certname) && !ca_holds_certificate {
-        return Ok((None, None));
     }
     let signature = services
         .records
