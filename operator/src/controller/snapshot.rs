@@ -88,20 +88,27 @@ fn degraded_budget(listing: &CaListing) -> Arc<AtomicUsize> {
 #[derive(Default)]
 struct Slot {
     snapshot: Option<Arc<Snapshot>>,
-    /// The last describe's instances, kept across invalidations: the next describe is
-    /// compared with it to wake the nodes whose instance went.
-    described: Option<Vec<Instance>>,
+    /// The last describe's live instances (id, node tag), kept across invalidations: the
+    /// next describe is compared with them to wake the nodes whose instance went.
+    live: Option<Vec<(String, String)>>,
 }
 
-/// The nodes (their `namespace/name` tag) with an instance live in `before` that `after`
-/// shows stopping, stopped or not at all: terminated outside the operator, or lost.
-pub fn vanished_nodes(before: &[Instance], after: &[Instance]) -> BTreeSet<String> {
-    let live = |i: &Instance| matches!(i.state, InstanceState::Pending | InstanceState::Running);
+/// The live (pending or running) instances by id with their node's `namespace/name` tag.
+pub fn live_instances(instances: &[Instance]) -> Vec<(String, String)> {
+    instances
+        .iter()
+        .filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running))
+        .filter_map(|i| Some((i.id.clone(), i.tags.get(tags::NODE)?.clone())))
+        .collect()
+}
+
+/// The nodes with an instance live `before` that is not live now: stopping, stopped or
+/// missing (terminated outside the operator, or lost).
+pub fn vanished_nodes(before: &[(String, String)], now: &[(String, String)]) -> BTreeSet<String> {
     before
         .iter()
-        .filter(|i| live(i))
-        .filter(|i| !after.iter().any(|a| a.id == i.id && live(a)))
-        .filter_map(|i| i.tags.get(tags::NODE).cloned())
+        .filter(|(id, _)| !now.iter().any(|(live, _)| live == id))
+        .map(|(_, node)| node.clone())
         .collect()
 }
 
@@ -179,8 +186,9 @@ impl SnapshotCache {
             }
         }
         let mut instances = services.cloud.describe_master_instances(master_key).await?;
-        if let Some(before) = slot.described.replace(instances.clone()) {
-            self.wake(vanished_nodes(&before, &instances));
+        let live = live_instances(&instances);
+        if let Some(before) = slot.live.replace(live.clone()) {
+            self.wake(vanished_nodes(&before, &live));
         }
         self.merge_launches(master_key, &mut instances);
         let records = services.records.list().await?;
@@ -339,6 +347,7 @@ mod tests {
             of_node("i-2", "ns/b", InstanceState::ShuttingDown),
             of_node("i-4", "ns/d", InstanceState::Terminated),
         ];
+        let (before, after) = (live_instances(&before), live_instances(&after));
         let woken: Vec<_> = vanished_nodes(&before, &after).into_iter().collect();
         assert_eq!(
             woken,

@@ -86,13 +86,7 @@ async fn a_launch_answer_arriving_after_a_newer_describe_keeps_the_instance_once
         return;
     };
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("late")).await;
-    let services = MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: moto.ca.clone(),
-        ca_cert_pem: CA_PEM.to_string(),
-        challenge_key: ChallengeKey::generate(),
-    };
+    let services = moto.services.clone();
     let cache = SnapshotCache::default();
     let key = format!("{NS}/{}", unique("pm"));
     let stale = Duration::ZERO;
@@ -139,13 +133,7 @@ async fn a_describe_that_finds_an_instance_terminated_outside_names_its_node() {
         return;
     };
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("gone")).await;
-    let services = MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: moto.ca.clone(),
-        ca_cert_pem: CA_PEM.to_string(),
-        challenge_key: ChallengeKey::generate(),
-    };
+    let services = moto.services.clone();
     let cache = SnapshotCache::default();
     let mut woken = cache.subscribe_vanished();
     let key = format!("{NS}/{}", unique("pm"));
