@@ -7,7 +7,7 @@ use std::time::Duration;
 use puppet_conductor::api::node::Phase;
 use puppet_conductor::api::PuppetNode;
 use puppet_conductor::cloud::{tags, InstanceState};
-use puppet_conductor::fakes::{Fate, FaultKind, System};
+use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -714,14 +714,8 @@ impl Trial {
                     _ if delivery => Fate::Lost,
                     fate => fate,
                 };
-                if call.operation == "sign"
-                    && !delivery
-                    && fate != Fate::Fail(FaultKind::Unavailable)
-                {
-                    let started = task
-                        .and_then(|t| self.tasks.get(&t))
-                        .map_or(self.step, |(_, s)| *s);
-                    self.sign_calls.insert(call.target.clone(), started);
+                if !delivery && fate != Fate::Fail(FaultKind::Unavailable) {
+                    self.note_sign_call(&call, task);
                 }
                 let what = if delivery { "late answer of" } else { "answer" };
                 self.note(format!(
@@ -974,9 +968,24 @@ impl Trial {
         }
     }
 
+    /// A sign call that lands: the reconcile that asked for it, for the trust checks.
+    fn note_sign_call(&mut self, call: &Call, task: Option<tokio::task::Id>) {
+        if call.operation != "sign" {
+            return;
+        }
+        let started = task
+            .and_then(|t| self.tasks.get(&t))
+            .map_or(self.step, |(_, s)| *s);
+        self.sign_calls.insert(call.target.clone(), started);
+    }
+
     async fn crash(&mut self) {
-        for (seq, call, _) in self.gate.parked() {
+        for (seq, call, task) in self.gate.parked() {
             if self.rng.random_bool(0.5) {
+                // Landing as the process dies: still asked by the reconcile that made it.
+                if !self.gate.is_delivery(seq) {
+                    self.note_sign_call(&call, task);
+                }
                 self.note(format!(
                     "  {:?} {} {} landed, answer lost",
                     call.system, call.operation, call.target
