@@ -124,7 +124,16 @@ async fn reconcile_inner(
         }
     })
     .await
-    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+    .or_else(|e| match e {
+        // A pass that started from a stale copy after an earlier pass released the node:
+        // the object is gone, so the finalizer is too; nothing failed.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(ref api))
+            if api.code == 404 =>
+        {
+            Ok(Requeue::await_change())
+        }
+        e => Err(ReconcileError::Finalizer(Box::new(e))),
+    })
 }
 
 /// How old the CA listing of the master's shared snapshot may be for this pass. In

@@ -66,13 +66,15 @@ async fn crash_trials_of_the_real_binary() {
         r.trace.display()
     );
     if !r.violations.is_empty() {
-        eprintln!("operator log, last lines:\n{}", r.log_tail);
         let list: Vec<String> = r
             .violations
             .iter()
             .enumerate()
             .map(|(i, v)| format!("  {}. {v}", i + 1))
             .collect();
+        // The violations go before the log tail: CI shows the head of a long output.
+        eprintln!("violations:\n{}", list.join("\n"));
+        eprintln!("operator log, last lines:\n{}", r.log_tail);
         panic!(
             "crash trials (seed {seed}) found {} violation(s):\n{}\nrerun the schedule: PC_CRASH_SEED={seed} cargo test --test crash -- --nocapture",
             r.violations.len(),

@@ -406,10 +406,13 @@ async fn delete_terminates_revokes_removes_record_and_releases() {
         d.exists("gone-1").await,
         "the finalizer holds the object until cleanup"
     );
+    let deletes_before = s.moto.records.counts().deletes;
+    let mut stale = None;
     for _ in 0..4 {
         if !d.exists("gone-1").await {
             break;
         }
+        stale = Some(d.get("gone-1").await);
         match d.reconcile("gone-1").await {
             Ok(_) => {}
             Err(e) if matches!(e.root(), ReconcileError::CleanupInProgress(_)) => {
@@ -426,10 +429,31 @@ async fn delete_terminates_revokes_removes_record_and_releases() {
     }
     assert!(!d.exists("gone-1").await, "finalizer released");
     assert!(live_instances(&s).await.is_empty());
+    // Each of the node's three objects (record, check-in, signature record) is deleted
+    // once: the deletion issues no repeated deletes on the way to release.
+    assert_eq!(
+        s.moto.records.counts().deletes - deletes_before,
+        3,
+        "DeleteObject calls of one node's deletion"
+    );
     assert!(s.moto.records.get(&certname).await.unwrap().is_none());
     assert!(
         s.moto.ca.revoked.lock().unwrap().is_empty(),
         "only certificates the operator had signed are revoked, and none was"
+    );
+    // A pass queued from the copy the releasing pass started with (the watch had not yet
+    // delivered the deletion) finds the object gone: that is success, not a failure.
+    let warnings_before = d.events.all().iter().filter(|e| e.warning).count();
+    let stale = Arc::new(stale.expect("at least one deletion pass ran"));
+    let again = puppet_conductor::controller::node::reconcile(stale, d.ctx.clone()).await;
+    assert!(
+        again.is_ok(),
+        "a stale pass after release failed: {again:?}"
+    );
+    assert_eq!(
+        d.events.all().iter().filter(|e| e.warning).count(),
+        warnings_before,
+        "a stale pass after release published a Warning"
     );
 }
 

@@ -104,6 +104,10 @@ pub struct Trial {
     quiet: bool,
     /// Step of the last loss of the records bucket.
     records_lost_at: Option<usize>,
+    /// Node UID → events that may legitimately cost it an incarnation (its instance
+    /// terminated or lost, its certificate cleaned, a sign whose outcome the operator
+    /// cannot know): every launch after the first needs one.
+    losses: BTreeMap<String, usize>,
     /// A Secret was deleted before anything held it (a user error nothing can undo in a
     /// terminating namespace).
     unheld_secret_lost: bool,
@@ -216,6 +220,7 @@ impl Trial {
             starts_at: BTreeMap::new(),
             quiet: false,
             records_lost_at: None,
+            losses: BTreeMap::new(),
             unheld_secret_lost: false,
             signed_in_status: BTreeSet::new(),
             self_wakes: BTreeMap::new(),
@@ -236,6 +241,56 @@ impl Trial {
 
     fn elapsed(&self) -> f64 {
         self.fx.clock_origin.elapsed().as_secs_f64()
+    }
+
+    /// Something that may legitimately cost node `uid` its incarnation.
+    fn loss(&mut self, uid: &str) {
+        *self.losses.entry(uid.to_string()).or_default() += 1;
+    }
+
+    /// A loss for every node that exists now.
+    fn loss_for_all(&mut self) {
+        let uids: Vec<String> = self.names.keys().cloned().collect();
+        for uid in uids {
+            self.loss(&uid);
+        }
+    }
+
+    /// The node whose derived certname (or signature record key) `target` names.
+    fn uid_of_target(&self, target: &str) -> Option<String> {
+        let certname = target
+            .rsplit('/')
+            .next()
+            .unwrap_or(target)
+            .trim_end_matches(".json");
+        let (base, _) = certname.rsplit_once('-')?;
+        self.names
+            .keys()
+            .find(|uid| {
+                identity::certname(uid, 1, None)
+                    .rsplit_once('-')
+                    .is_some_and(|(b, _)| b == base)
+            })
+            .cloned()
+    }
+
+    /// A sign call, or the write of the signature record that precedes it, whose outcome
+    /// the operator cannot learn: the incarnation's challenge is spent by design.
+    fn note_uncertain_sign(&mut self, call: &Call, fate: Fate, delivery: bool) {
+        let signing = (call.system == System::Ca && call.operation == "sign")
+            || (call.system == System::S3
+                && call.operation == "PutObject"
+                && call.target.contains("signatures/"));
+        let uncertain = if delivery {
+            fate == Fate::Lost
+        } else {
+            matches!(fate, Fate::Lost | Fate::Fail(FaultKind::Timeout))
+        };
+        if signing && uncertain {
+            if let Some(uid) = self.uid_of_target(&call.target) {
+                self.loss(&uid);
+            }
+        }
     }
 
     fn violation(&mut self, what: String) {
@@ -424,9 +479,11 @@ impl Trial {
         }
     }
 
-    /// At most one live instance per node, never two incarnations at once.
+    /// At most one live instance per node, never two incarnations at once, and no
+    /// incarnation launched without a loss that called for it.
     fn check_instances(&mut self) {
         let mut live: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut unneeded = Vec::new();
         for i in self.fx.instances() {
             let uid = i.tags.get(tags::NODE_UID).cloned().unwrap_or_default();
             let inc = i
@@ -437,12 +494,22 @@ impl Trial {
             let newest = self.newest_launch.entry(uid.clone()).or_insert((0, 0));
             if inc > newest.0 {
                 *newest = (inc, self.step);
+                let losses = self.losses.get(&uid).copied().unwrap_or(0);
+                if inc as usize > losses + 1 {
+                    let name = self.names.get(&uid).cloned().unwrap_or_default();
+                    unneeded.push(format!(
+                        "node {name} launched incarnation {inc} after {losses} loss(es) of its instance or certificate: a replacement without a cause"
+                    ));
+                }
             }
             if matches!(i.state, InstanceState::Pending | InstanceState::Running) {
                 live.entry(uid)
                     .or_default()
                     .push(format!("{} (incarnation {inc})", i.id));
             }
+        }
+        for what in unneeded {
+            self.violation(what);
         }
         for (uid, ids) in live {
             if ids.len() > 1 {
@@ -717,6 +784,7 @@ impl Trial {
                 if !delivery && fate != Fate::Fail(FaultKind::Unavailable) {
                     self.note_sign_call(&call, task);
                 }
+                self.note_uncertain_sign(&call, fate, delivery);
                 let what = if delivery { "late answer of" } else { "answer" };
                 self.note(format!(
                     "{what} {:?} {} {} -> {fate:?}",
@@ -888,6 +956,15 @@ impl Trial {
                     .collect();
                 if let Some(id) = pick(&mut self.rng, &ids) {
                     self.note(format!("someone terminates {id} outside the operator"));
+                    let owner = self
+                        .fx
+                        .instances()
+                        .into_iter()
+                        .find(|i| i.id == id)
+                        .and_then(|i| i.tags.get(tags::NODE_UID).cloned());
+                    if let Some(uid) = owner {
+                        self.loss(&uid);
+                    }
                     self.fx.ec2.terminate_outside(&id);
                 }
             }
@@ -913,20 +990,26 @@ impl Trial {
                 let signed: Vec<String> = self.signed_certnames.iter().cloned().collect();
                 if let Some(c) = pick(&mut self.rng, &signed) {
                     self.note(format!("an admin cleans {c} at the CA"));
+                    if let Some(uid) = self.uid_of_target(&c) {
+                        self.loss(&uid);
+                    }
                     self.fx.ca.clean_outside(&c);
                 }
             }
             69..=70 => {
                 self.note("EC2 loses every instance".into());
+                self.loss_for_all();
                 self.fx.lose_ec2();
             }
             71..=72 => {
                 self.note("the records bucket is emptied".into());
+                self.loss_for_all();
                 self.fx.records.lose_state();
                 self.records_lost_at = Some(self.step);
             }
             73..=74 => {
                 self.note("EC2 and the bucket lose their state together".into());
+                self.loss_for_all();
                 self.fx.lose_ec2();
                 self.fx.records.lose_state();
                 self.records_lost_at = Some(self.step);
@@ -983,9 +1066,11 @@ impl Trial {
         for (seq, call, task) in self.gate.parked() {
             if self.rng.random_bool(0.5) {
                 // Landing as the process dies: still asked by the reconcile that made it.
-                if !self.gate.is_delivery(seq) {
+                let delivery = self.gate.is_delivery(seq);
+                if !delivery {
                     self.note_sign_call(&call, task);
                 }
+                self.note_uncertain_sign(&call, Fate::Lost, delivery);
                 self.note(format!(
                     "  {:?} {} {} landed, answer lost",
                     call.system, call.operation, call.target
