@@ -7,7 +7,8 @@ use super::backoff::Backoff;
 use super::certname_owners::CertnameOwners;
 use super::events::EventSink;
 use super::guards::{
-    Absences, CsrRemovals, LaunchAttempts, ReplacementSlots, DEFAULT_MAX_REPLACEMENTS,
+    Absences, CsrRemovals, LaunchAttempts, ReplacementSlots, UnsignedClaims,
+    DEFAULT_MAX_REPLACEMENTS,
 };
 use super::master::MasterMemory;
 use super::orphans::OrphanTracker;
@@ -105,6 +106,8 @@ pub struct Context {
     pub absences: Absences,
     /// Nodes whose last launch failed with an unknown outcome.
     pub launch_attempts: LaunchAttempts,
+    /// Sign requests the CA refused whose records still say "asked".
+    pub unsigned_claims: UnsignedClaims,
 }
 
 impl Context {
@@ -130,6 +133,7 @@ impl Context {
             replacements: ReplacementSlots::default(),
             absences: Absences::default(),
             launch_attempts: LaunchAttempts::default(),
+            unsigned_claims: UnsignedClaims::default(),
         }
     }
 

@@ -1,6 +1,6 @@
-//! Per-master bounds on what hostile input or a restored CA can make the operator do:
-//! how fast refused CSRs are removed from the CA, and how many nodes whose certificate
-//! vanished are replaced at once.
+//! What the operator remembers between passes to bound or correct what it does: how fast
+//! refused CSRs are removed from the CA, how many nodes whose certificate vanished are
+//! replaced at once, launches and sign requests whose outcome is known only here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -105,6 +105,42 @@ impl LaunchAttempts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
+    }
+}
+
+/// Signature records that still say "the CA was asked" although the CA answered that it
+/// did not sign, because clearing them failed: this process knows the challenge is not
+/// spent, and clears the record before the next pass reads it as spent (which would fence
+/// and replace the incarnation for nothing). Lost with the process, as a crash loses it.
+#[derive(Default)]
+pub struct UnsignedClaims {
+    claims: Mutex<HashMap<String, crate::records::SignatureRecord>>,
+}
+
+impl UnsignedClaims {
+    /// The CA did not sign `claim` and its record could not be cleared.
+    pub fn remember(&self, claim: crate::records::SignatureRecord) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(claim.certname.clone(), claim);
+    }
+
+    /// The claim remembered for `certname`, if any.
+    pub fn get(&self, certname: &str) -> Option<crate::records::SignatureRecord> {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(certname)
+            .cloned()
+    }
+
+    /// Its record was cleared, or the certname's records are gone.
+    pub fn forget(&self, certname: &str) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(certname);
     }
 }
 

@@ -251,6 +251,7 @@ async fn converge(
         .and_then(Option::as_ref)
         .is_some_and(|c| c.state != CertState::Requested);
     let (mut recorded, claim) = recorded_signature(
+        ctx,
         node,
         services,
         snapshot,
@@ -500,6 +501,7 @@ async fn certname_conflict(
 /// incarnation's fields); then from status while it is current (no read), otherwise from
 /// the record itself (one read). Also returns the signature record when it was read.
 async fn recorded_signature(
+    ctx: &Context,
     node: &PuppetNode,
     services: &MasterServices,
     snapshot: &Snapshot,
@@ -527,11 +529,24 @@ async fn recorded_signature(
     if from_status.is_some() {
         return Ok((from_status, None));
     }
-    let signature = services
+    let mut signature = services
         .records
         .get_signature(&certname)
         .await?
         .filter(|s| s.is_for(&id.uid, incarnation));
+    if let Some(unsigned) = ctx.unsigned_claims.get(&certname) {
+        let stored = signature.as_ref();
+        if stored.is_some_and(|s| {
+            s.sign_requested
+                && s.fingerprint.is_none()
+                && s.public_key_sha256 == unsigned.public_key_sha256
+        }) {
+            // The CA said it did not sign: the record is cleared before it is read as spent.
+            services.records.put_signature(&unsigned).await?;
+            signature = Some(unsigned);
+        }
+        ctx.unsigned_claims.forget(&certname);
+    }
     Ok((signature.as_ref().map(Recorded::from), signature))
 }
 

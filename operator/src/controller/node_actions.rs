@@ -271,6 +271,7 @@ impl Acting<'_> {
                 }
             }
             self.services.records.delete(&certname).await?;
+            self.ctx.unsigned_claims.forget(&certname);
             self.ctx
                 .snapshots
                 .record(&self.id.master_key, &certname, None)

@@ -560,8 +560,11 @@ fn plan_deletion(observed: &Observed) -> Plan {
     }
     let mut incarnations = vec![incarnation];
     if !observed.fixed_certname {
-        if let Some(present) = &observed.ca_present_incarnations {
-            incarnations.extend(present.iter().copied());
+        match &observed.ca_present_incarnations {
+            Some(present) => incarnations.extend(present.iter().copied()),
+            // The CA listing failed: an older incarnation's CSR or certificate may be
+            // there, so each is read on its own (unknown is never read as empty).
+            None => incarnations.extend(1..incarnation),
         }
     }
     incarnations.sort_unstable();
@@ -979,6 +982,28 @@ mod tests {
                 },
                 Action::DeleteRecord
             ]
+        );
+    }
+
+    #[test]
+    fn deletion_with_the_ca_listing_unknown_revokes_every_incarnation() {
+        // Simulation seed 677: incarnation 1's CSR, sent before the deletion, was left
+        // waiting when the listing had failed and only the current incarnation was read.
+        let o = Observed {
+            deleting: true,
+            ca_present_incarnations: None,
+            status_incarnation: Some(3),
+            instances: vec![inst("i-3", 3, InstanceState::Terminated)],
+            ..Default::default()
+        };
+        let p = plan(&o);
+        assert!(p.release);
+        assert!(
+            p.actions.contains(&Action::Revoke {
+                incarnations: vec![1, 2, 3]
+            }),
+            "{:?}",
+            p.actions
         );
     }
 

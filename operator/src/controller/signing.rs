@@ -131,6 +131,7 @@ pub async fn police_waiting_csr(
             // The CA answered that it did not sign: the claim may be used again.
             if let Err(e) = services.records.put_signature(&ours).await {
                 tracing::warn!(certname, error = %e, "could not clear the sign request");
+                acting.ctx.unsigned_claims.remember(ours.clone());
             }
         }
         return Err(error.into());

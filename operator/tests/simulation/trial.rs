@@ -108,6 +108,8 @@ pub struct Trial {
     /// terminated or lost, its certificate cleaned, a sign whose outcome the operator
     /// cannot know): every launch after the first needs one.
     losses: BTreeMap<String, usize>,
+    /// Certname → step a genuine agent last sent its CSR.
+    csr_sent_at: BTreeMap<String, usize>,
     /// A Secret was deleted before anything held it (a user error nothing can undo in a
     /// terminating namespace).
     unheld_secret_lost: bool,
@@ -221,6 +223,7 @@ impl Trial {
             quiet: false,
             records_lost_at: None,
             losses: BTreeMap::new(),
+            csr_sent_at: BTreeMap::new(),
             unheld_secret_lost: false,
             signed_in_status: BTreeSet::new(),
             self_wakes: BTreeMap::new(),
@@ -562,6 +565,19 @@ impl Trial {
             }
             if self.fx.has_records(&certname) {
                 self.violation(format!("deleted node {name} left records of {certname}"));
+            }
+            // A CSR an agent sent before the deletion began was there for the cleanup to see.
+            let sent_before = match (
+                self.csr_sent_at.get(&certname),
+                self.deleting_since.get(uid),
+            ) {
+                (Some(sent), Some(since)) => sent < since,
+                _ => false,
+            };
+            if sent_before && self.fx.ca.requests().iter().any(|c| c.certname == certname) {
+                self.violation(format!(
+                    "deleted node {name} left the CSR of {certname} waiting, sent before its deletion began"
+                ));
             }
         }
     }
@@ -1076,6 +1092,15 @@ impl Trial {
                     call.system, call.operation, call.target
                 ));
                 self.gate.release(seq, Fate::Lost);
+            } else if call.system == System::Ca
+                && call.operation == "sign"
+                && !self.gate.is_delivery(seq)
+            {
+                // Never sent, but the process died asking: its record says the CA was
+                // asked, so the challenge is spent all the same.
+                if let Some(uid) = self.uid_of_target(&call.target) {
+                    self.loss(&uid);
+                }
             }
         }
         tokio::task::yield_now().await;
@@ -1127,7 +1152,11 @@ impl Trial {
     fn agents_with_work(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for i in self.fx.instances() {
-            if i.state != InstanceState::Running {
+            // A shutting-down instance still runs its agent for a while.
+            if !matches!(
+                i.state,
+                InstanceState::Running | InstanceState::ShuttingDown
+            ) {
                 continue;
             }
             let state = self
@@ -1165,6 +1194,7 @@ impl Trial {
                             (challenge.clone(), pp_instance_id.clone()),
                         );
                         self.fx.remember_csr(id, pem);
+                        self.csr_sent_at.insert(certname.clone(), self.step);
                         self.agents.insert(
                             id.to_string(),
                             AgentState::Submitted {
@@ -1186,6 +1216,9 @@ impl Trial {
                     // Its CSR was removed (refused, or cleaned): the agent sends it again.
                     if let Some(pem) = self.fx.csr_of(id) {
                         let resent = self.fx.ca.submit_csr(&certname, &pem).is_ok();
+                        if resent {
+                            self.csr_sent_at.insert(certname.clone(), self.step);
+                        }
                         self.note(format!(
                             "agent of {id} sends its CSR again (accepted: {resent})"
                         ));
