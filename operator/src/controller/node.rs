@@ -262,6 +262,17 @@ async fn converge(
     .await?;
     let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref))
         .for_derived_certname(node.spec.certname.is_none());
+    // A lost verdict fences and replaces: it is confirmed by the CA as it is now, not by a
+    // listing that may predate a signature made since (autosign signs outside this
+    // process; simulation seed 2886 read such a certificate as vanished).
+    let at_ca = if standing.is_lost() && snapshot.certificates.is_some() {
+        let now = services.ca.status(&certname).await?;
+        standing = super::certificate::standing(recorded.as_ref(), Some(now.as_ref()))
+            .for_derived_certname(node.spec.certname.is_none());
+        Some(now)
+    } else {
+        at_ca
+    };
     observed.certname_conflict = conflict.is_some();
     observed.fence_current = !deleting
         && standing.is_lost()

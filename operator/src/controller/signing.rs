@@ -106,7 +106,13 @@ pub async fn police_waiting_csr(
         (Decision::Refuse(refusal), _) => {
             return refuse(acting, &certname, &refusal, &describe).await
         }
-        // autosign decides at submission in Policy mode; a CSR it left waiting stays.
+        // autosign decided at submission in Policy mode and left this CSR waiting, though
+        // the rules allow it now (the record was not complete yet: written late, or lost
+        // and rewritten). puppetserver never runs autosign again for a waiting CSR, so it
+        // is removed: the agent's next submission is decided afresh.
+        (Decision::Sign, _) if master.spec.signing.mode != SigningMode::Operator => {
+            return resubmit(acting, &certname, &describe).await
+        }
         _ if master.spec.signing.mode != SigningMode::Operator => return Ok(SigningOutcome::Idle),
         (Decision::Sign, Some(record)) => record,
         (Decision::Sign, None) => return Ok(SigningOutcome::Idle),
@@ -225,6 +231,41 @@ pub async fn confirm(
 
 /// Reports a refusal (Warning event and log line) and, unless the certname is another
 /// node's, removes the refused CSR from the CA at the master's removal pace.
+/// Policy mode: removes a waiting CSR that autosign refused but the rules allow now
+/// (rate-bounded like refusals), so the agent's next submission runs autosign again.
+async fn resubmit(
+    acting: &Acting<'_>,
+    certname: &str,
+    describe: &str,
+) -> Result<SigningOutcome, ReconcileError> {
+    if !acting.ctx.csr_removals.allow(&acting.id.master_key).await
+        || !acting.services.ca.remove_request(certname).await?
+    {
+        return Ok(SigningOutcome::Idle);
+    }
+    let note = format!(
+        "the CSR of {certname} ({describe}) was left waiting by autosign and is allowed now: removed, so the agent's next submission is decided again"
+    );
+    tracing::info!(node = %acting.id.key, certname, mode = "Policy", "{note}");
+    acting
+        .ctx
+        .events
+        .publish(
+            &acting.node.object_ref(&()),
+            false,
+            "CSRResubmissionRequested",
+            "Sign",
+            note,
+        )
+        .await;
+    acting
+        .ctx
+        .snapshots
+        .revoked(&acting.id.master_key, certname)
+        .await;
+    Ok(SigningOutcome::Idle)
+}
+
 async fn refuse(
     acting: &Acting<'_>,
     certname: &str,

@@ -97,3 +97,67 @@ async fn policy_mode_autosign_signs_at_submission_and_refuses_a_wrong_challenge(
     e.ca.revoke_and_clean(&one.certname).await.unwrap();
     e.ca.revoke_and_clean(&two.certname).await.unwrap();
 }
+
+/// Policy mode: puppetserver runs autosign once, at submission. A genuine CSR it left
+/// waiting (here autosign was off; in operation, the record did not name the instance
+/// yet, or was lost and rewritten) would wait for good: the next pass sees that the rules
+/// allow it now and removes it, the real agent's next run submits it again, and autosign
+/// signs it then.
+#[tokio::test]
+async fn policy_mode_a_csr_autosign_left_waiting_is_removed_and_signed_on_resubmission() {
+    let nodes = vec![node("policy-late", "x", &["profile::base"])];
+    let Some(e) = E2e::start("policylate", SigningMode::Policy, nodes, |ca| ca).await else {
+        return;
+    };
+    let one = e.launch("policy-late").await;
+    let user_data =
+        crate::node_lifecycle::user_data_of(&e.svc.moto_endpoint, REGION, &one.instance_id).await;
+    let Some(rendered) =
+        crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &one.instance_id)
+    else {
+        return;
+    };
+    let (challenge, iid) = puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
+
+    // autosign is off (E2e::start leaves it so): the CSR is left waiting.
+    let first = e
+        .svc
+        .puppet
+        .run_agent(&one.certname, Some(&challenge), Some(&iid), None)
+        .await;
+    assert_eq!(first.code, 1, "not signed at submission:\n{}", first.output);
+    assert_eq!(
+        e.ca.status(&one.certname).await.unwrap().unwrap().state,
+        CertState::Requested
+    );
+    e.h.reconcile("policy-late").await.unwrap();
+    assert!(
+        e.ca.status(&one.certname).await.unwrap().is_none(),
+        "the waiting CSR the rules allow was removed"
+    );
+    assert!(
+        e.h.events
+            .all()
+            .iter()
+            .any(|ev| ev.reason == "CSRResubmissionRequested" && !ev.warning),
+        "a Normal event says why"
+    );
+
+    autosign_mode("policy");
+    let second = e
+        .svc
+        .puppet
+        .run_agent(&one.certname, Some(&challenge), Some(&iid), None)
+        .await;
+    autosign_mode("off");
+    assert_eq!(
+        second.code, 2,
+        "submitted again, signed by autosign, catalog applied:\n{}",
+        second.output
+    );
+    assert_eq!(
+        e.ca.status(&one.certname).await.unwrap().unwrap().state,
+        CertState::Signed
+    );
+    e.ca.revoke_and_clean(&one.certname).await.unwrap();
+}

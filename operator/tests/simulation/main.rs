@@ -5,7 +5,8 @@
 //! checked after every step. See docs/reliability.md.
 //!
 //! `PC_SIM_TRIALS` (default 10000) trials from seed `PC_SIM_BASE` (default 0) on;
-//! `PC_SIM_SEED=N` replays one seed and prints its whole trace.
+//! `PC_SIM_SEED=N` replays one seed and prints its whole trace (and, with `RUST_LOG` set,
+//! the operator's log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,6 +41,15 @@ fn run_seed(seed: u64) -> trial::Outcome {
 #[test]
 fn lifecycle_simulation() {
     if let Some(seed) = env_u64("PC_SIM_SEED") {
+        // A replay can show the operator's own log too (`RUST_LOG=warn`, say).
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_ansi(false)
+                .without_time()
+                .with_test_writer()
+                .try_init();
+        }
         let outcome = run_seed(seed);
         for line in &outcome.trace {
             eprintln!("{line}");

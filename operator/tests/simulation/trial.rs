@@ -63,6 +63,12 @@ pub struct Outcome {
 pub struct Trial {
     cfg: Config,
     rng: StdRng,
+    /// The master signs by policy (`autosign`), not in the operator.
+    policy: bool,
+    /// UIDs of the nodes created with `deletionPolicy: Orphan`.
+    orphans: BTreeSet<String>,
+    /// Certnames `autosign` allowed (the CA signed them at submission).
+    autosigned: BTreeSet<String>,
     step: usize,
     trace: Vec<String>,
     violations: Vec<String>,
@@ -187,11 +193,18 @@ impl Trial {
             api.create("secrets", NS, secret_object(name, &data))
                 .unwrap();
         }
-        api.create("puppetmasters", NS, master_object()).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        // A quarter of the trials sign by policy: puppetserver runs `autosign` at submission.
+        let policy = rng.random_bool(0.25);
+        api.create("puppetmasters", NS, master_object(policy))
+            .unwrap();
         let op = Operator::start(client, factory.clone());
         let mut t = Self {
             cfg,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
+            policy,
+            orphans: BTreeSet::new(),
+            autosigned: BTreeSet::new(),
             step: 0,
             trace: Vec::new(),
             violations: Vec::new(),
@@ -528,6 +541,10 @@ impl Trial {
     /// Nothing is left of a node whose deletion completed.
     fn check_cleanup(&mut self, uid: &str) {
         let name = self.names.get(uid).cloned().unwrap_or_default();
+        if self.orphans.contains(uid) {
+            // `deletionPolicy: Orphan`: released at once, everything left in place.
+            return;
+        }
         for i in self.fx.instances() {
             if i.tags.get(tags::NODE_UID).map(String::as_str) == Some(uid)
                 && matches!(i.state, InstanceState::Pending | InstanceState::Running)
@@ -612,7 +629,13 @@ impl Trial {
             let inc = (1..=20)
                 .find(|inc| identity::certname(&uid, *inc, None) == certname)
                 .unwrap_or(0);
-            if let Some(since) = self.deleting_since.get(&uid) {
+            // Autosign decides from the records alone: its rule (never once the record
+            // says deleting or fencing) is checked when it decides.
+            if let Some(since) = self
+                .deleting_since
+                .get(&uid)
+                .filter(|_| !self.autosigned.contains(&certname))
+            {
                 if *since < asked_at {
                     self.violation(format!(
                         "{certname} signed for a node deleting since step {since} (asked at step {asked_at})"
@@ -895,17 +918,27 @@ impl Trial {
         }
         let name = format!("n{}", self.node_seq);
         self.node_seq += 1;
-        match self
-            .api
-            .create("puppetnodes", NS, node_object(&name, &["role::web"]))
-        {
+        let orphan = self.rng.random_bool(0.1);
+        match self.api.create(
+            "puppetnodes",
+            NS,
+            node_object(&name, &["role::web"], orphan),
+        ) {
             Ok(obj) => {
                 let uid = obj["metadata"]["uid"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
+                if orphan {
+                    self.orphans.insert(uid.clone());
+                }
                 self.names.insert(uid, name.clone());
-                self.note(format!("user creates node {name}"));
+                let how = if orphan {
+                    " (deletionPolicy Orphan)"
+                } else {
+                    ""
+                };
+                self.note(format!("user creates node {name}{how}"));
             }
             Err(e) => self.note(format!("user cannot create node {name}: {e}")),
         }
@@ -1001,7 +1034,7 @@ impl Trial {
                 let good = self.bad_credentials;
                 self.set_credentials(good);
             }
-            62..=65 => self.hostile_csr(),
+            62..=65 => self.hostile_csr().await,
             66..=68 => {
                 let signed: Vec<String> = self.signed_certnames.iter().cloned().collect();
                 if let Some(c) = pick(&mut self.rng, &signed) {
@@ -1057,6 +1090,23 @@ impl Trial {
                 let _ = self.fx.ca.submit_csr(
                     &format!("poison{n}"),
                     &agents::poison_csr(&format!("poison{n}")),
+                );
+            }
+            81..=84 => {
+                // A user edits the master: every node is reconciled for its new generation.
+                let interval = if self.rng.random_bool(0.5) {
+                    "5s"
+                } else {
+                    "10s"
+                };
+                self.note(format!(
+                    "user sets the master's signing.pollInterval to {interval}"
+                ));
+                self.api.edit(
+                    "puppetmasters",
+                    NS,
+                    MASTER,
+                    &json!({"spec": {"signing": {"pollInterval": interval}}}),
                 );
             }
             _ => {
@@ -1115,7 +1165,7 @@ impl Trial {
         self.tasks.clear();
     }
 
-    fn hostile_csr(&mut self) {
+    async fn hostile_csr(&mut self) {
         let nodes = self.live_nodes();
         let Some(node) = pick(&mut self.rng, &nodes) else {
             return;
@@ -1147,6 +1197,38 @@ impl Trial {
             "attacker sends a {kind:?} CSR for {certname} (accepted: {accepted})"
         ));
         self.submitters.insert(sha, kind);
+        if accepted {
+            self.autosign(&certname, &pem).await;
+        }
+    }
+
+    /// Policy mode: puppetserver runs `puppet-conductor autosign` on a submitted CSR and
+    /// signs it when that allows it. It must never allow one while the incarnation's
+    /// record says fencing or deleting (or is missing).
+    async fn autosign(&mut self, certname: &str, pem: &str) {
+        if !self.policy {
+            return;
+        }
+        let state = self.fx.records.record(certname).map(|r| r.state);
+        let decision =
+            puppet_conductor::autosign::decide(self.fx.records.as_ref(), certname, pem, false)
+                .await;
+        self.note(format!(
+            "puppetserver runs autosign for {certname}: {decision:?}"
+        ));
+        if !matches!(decision, Ok(puppet_conductor::autosign::Decision::Sign)) {
+            return;
+        }
+        if state != Some(puppet_conductor::records::RecordState::Live) {
+            self.violation(format!(
+                "autosign allowed {certname} while its record was {state:?}"
+            ));
+        }
+        self.autosigned.insert(certname.to_string());
+        self.sign_calls.insert(certname.to_string(), self.step);
+        if let Err(e) = self.fx.ca.sign_outside(certname) {
+            self.note(format!("  puppetserver could not sign {certname}: {e}"));
+        }
     }
 
     fn agents_with_work(&mut self) -> Vec<String> {
@@ -1193,7 +1275,7 @@ impl Trial {
                             certname.clone(),
                             (challenge.clone(), pp_instance_id.clone()),
                         );
-                        self.fx.remember_csr(id, pem);
+                        self.fx.remember_csr(id, pem.clone());
                         self.csr_sent_at.insert(certname.clone(), self.step);
                         self.agents.insert(
                             id.to_string(),
@@ -1202,6 +1284,7 @@ impl Trial {
                             },
                         );
                         self.note(format!("agent of {id} sends its CSR for {certname}"));
+                        self.autosign(&certname, &pem).await;
                     }
                     Err(e) => self.note(format!("agent of {id} cannot send its CSR: {e}")),
                 }
@@ -1222,6 +1305,9 @@ impl Trial {
                         self.note(format!(
                             "agent of {id} sends its CSR again (accepted: {resent})"
                         ));
+                        if resent {
+                            self.autosign(&certname, &pem).await;
+                        }
                     }
                 } else {
                     self.note(format!("agent of {id} waits for its certificate"));

@@ -12,7 +12,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use puppet_conductor::api::master::{
-    CaSpec, CloudProvider, CloudSpec, NodeDefaults, PuppetMasterSpec, RecordsSpec,
+    CaSpec, CloudProvider, CloudSpec, NodeDefaults, PuppetMasterSpec, RecordsSpec, SigningMode,
 };
 use puppet_conductor::api::{PuppetMaster, PuppetNode, SecretRef};
 use puppet_conductor::controller::context::NodeSettings;
@@ -111,8 +111,9 @@ impl ServiceFactory for SimFactory {
     }
 }
 
-pub fn master_object() -> Value {
-    let spec = PuppetMasterSpec {
+/// The trial's master; `policy`: `signing.mode: Policy` (puppetserver runs `autosign`).
+pub fn master_object(policy: bool) -> Value {
+    let mut spec = PuppetMasterSpec {
         server: "puppet.example.com".into(),
         port: 8140,
         ca: CaSpec {
@@ -147,11 +148,17 @@ pub fn master_object() -> Value {
         },
         orphans: Default::default(),
     };
+    if policy {
+        spec.signing.mode = SigningMode::Policy;
+    }
     json!({"metadata": {"name": MASTER}, "spec": spec})
 }
 
-pub fn node_object(name: &str, classes: &[&str]) -> Value {
-    json!({"metadata": {"name": name}, "spec": {"masterRef": {"name": MASTER}, "classes": classes}})
+/// A node; `orphan`: `deletionPolicy: Orphan` (its instance, certificate and records
+/// are left in place when it is deleted).
+pub fn node_object(name: &str, classes: &[&str], orphan: bool) -> Value {
+    let policy = if orphan { "Orphan" } else { "Delete" };
+    json!({"metadata": {"name": name}, "spec": {"masterRef": {"name": MASTER}, "classes": classes, "deletionPolicy": policy}})
 }
 
 pub fn secret_object(name: &str, data: &[(&str, &str)]) -> Value {
