@@ -827,9 +827,13 @@ async fn write_status(
 
     status.phase = Some(phase);
     status.observed_generation = generation;
+    // The instance id is the evidence that this incarnation launched: kept while the
+    // incarnation lasts (a pass fencing it names none), or lost EC2 and S3 state would
+    // relaunch it under its old certname (simulation seed 9451).
+    let same_incarnation = status.incarnation == Some(the_plan.incarnation);
+    status.instance_id = instance_id.or(status.instance_id.take().filter(|_| same_incarnation));
     status.incarnation = Some(the_plan.incarnation);
     status.certname = Some(certname);
-    status.instance_id = instance_id;
     status.private_ip = instance.and_then(|i| i.private_ip.clone());
     status.public_ip = instance.and_then(|i| i.public_ip.clone());
     status.zone = instance.and_then(|i| i.zone.clone());

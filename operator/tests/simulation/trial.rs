@@ -123,7 +123,7 @@ pub struct Trial {
     last_sweep: Instant,
     /// Consecutive wakes of an object caused by the operator's own writes.
     self_wakes: BTreeMap<ObjKey, usize>,
-    /// Nodes whose status last said CertificateSigned=True.
+    /// "node certname" pairs whose status last said CertificateSigned=True.
     signed_in_status: BTreeSet<String>,
     /// Certname → step it was signed.
     signed_at: BTreeMap<String, usize>,
@@ -666,7 +666,9 @@ impl Trial {
             .iter()
             .find(|c| c.type_ == "CertificateSigned")
             .map(|c| (c.status == "True", c.reason.clone()));
-        let was_signed = self.signed_in_status.contains(&name);
+        // Said of the same certname: a new incarnation's "no CSR yet" is about another one.
+        let said = format!("{name} {}", status.certname.as_deref().unwrap_or_default());
+        let was_signed = self.signed_in_status.contains(&said);
         if let (Some((false, reason)), Some(certname)) = (&signed, &status.certname) {
             // Unknown is not empty: a certificate the CA still holds is never "no CSR".
             if was_signed && reason == "NoRequest" && self.fx.ca_signed_now(certname) {
@@ -676,9 +678,9 @@ impl Trial {
             }
         }
         if matches!(signed, Some((true, _))) {
-            self.signed_in_status.insert(name.clone());
+            self.signed_in_status.insert(said);
         } else {
-            self.signed_in_status.remove(&name);
+            self.signed_in_status.remove(&said);
         }
         if status.phase != Some(Phase::Ready) {
             return;
@@ -1245,7 +1247,14 @@ impl Trial {
                 .agents
                 .entry(i.id.clone())
                 .or_insert(AgentState::Booted);
-            if *state != AgentState::Classified {
+            // A classified agent runs again at its run interval: that matters here only
+            // once its check-in is gone (the bucket emptied), so it runs again then.
+            let checked_in = || {
+                i.tags
+                    .get(tags::CERTNAME)
+                    .is_some_and(|c| self.fx.records.check_in(c).is_some())
+            };
+            if *state != AgentState::Classified || !checked_in() {
                 out.push(i.id.clone());
             }
         }
@@ -1328,7 +1337,18 @@ impl Trial {
                     self.agents.insert(id.to_string(), AgentState::Classified);
                 }
             }
-            AgentState::Classified => {}
+            AgentState::Classified => {
+                let answer = puppet_conductor::enc::classify(
+                    self.fx.records.as_ref(),
+                    &certname,
+                    chrono::Utc::now(),
+                )
+                .await;
+                let classified = matches!(answer, Ok(puppet_conductor::enc::Answer::Classified(_)));
+                self.note(format!(
+                    "agent of {id} runs again and asks for its catalog (classified: {classified})"
+                ));
+            }
         }
     }
 }
