@@ -6,7 +6,7 @@
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::ca::CertState;
 
-use crate::e2e_support::{autosign_mode, wrapper_call_ms, E2e, REGION};
+use crate::e2e_support::{autosign_mode, wrapper_call_ms, E2e};
 use crate::node_support::*;
 
 #[tokio::test]
@@ -20,15 +20,9 @@ async fn policy_mode_autosign_signs_at_submission_and_refuses_a_wrong_challenge(
     };
     let one = e.launch("policy-1").await;
     let two = e.launch("policy-2").await;
-    let user_data =
-        crate::node_lifecycle::user_data_of(&e.svc.moto_endpoint, REGION, &one.instance_id).await;
-    let Some(rendered) =
-        crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &one.instance_id)
-    else {
+    let Some((challenge1, iid1)) = e.agent_attributes(&one).await else {
         return;
     };
-    let (challenge1, iid1) =
-        puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
 
     autosign_mode("policy");
     let started = std::time::Instant::now();
@@ -110,14 +104,9 @@ async fn policy_mode_a_csr_autosign_left_waiting_is_removed_and_signed_on_resubm
         return;
     };
     let one = e.launch("policy-late").await;
-    let user_data =
-        crate::node_lifecycle::user_data_of(&e.svc.moto_endpoint, REGION, &one.instance_id).await;
-    let Some(rendered) =
-        crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &one.instance_id)
-    else {
+    let Some((challenge, iid)) = e.agent_attributes(&one).await else {
         return;
     };
-    let (challenge, iid) = puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap();
 
     // autosign is off (E2e::start leaves it so): the CSR is left waiting.
     let first = e

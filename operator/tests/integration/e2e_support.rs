@@ -153,6 +153,20 @@ impl E2e {
         Some((e, ca))
     }
 
+    /// The challenge and `pp_instance_id` the launched instance's user data hands its
+    /// agent; `None` when cloud-init cannot render it on this machine (the test stops).
+    pub async fn agent_attributes(&self, launched: &Launched) -> Option<(String, String)> {
+        let user_data = crate::node_lifecycle::user_data_of(
+            &self.svc.moto_endpoint,
+            REGION,
+            &launched.instance_id,
+        )
+        .await;
+        let rendered =
+            crate::userdata_cloud_init::assert_cloud_init_valid(&user_data, &launched.instance_id)?;
+        Some(puppet_conductor::userdata::rendered_csr_attributes(&rendered).unwrap())
+    }
+
     /// Reconciles `name` until its instance runs (finalizer + launch, then observe).
     pub async fn launch(&self, name: &str) -> Launched {
         self.h.converge(name, 2).await;

@@ -1204,6 +1204,15 @@ impl Trial {
         }
     }
 
+    /// An agent run asks the ENC (as puppetserver runs `puppet-conductor enc`), which
+    /// records the check-in; whether it classified the node.
+    async fn ask_enc(&self, certname: &str) -> bool {
+        let answer =
+            puppet_conductor::enc::classify(self.fx.records.as_ref(), certname, chrono::Utc::now())
+                .await;
+        matches!(answer, Ok(puppet_conductor::enc::Answer::Classified(_)))
+    }
+
     /// Policy mode: puppetserver runs `puppet-conductor autosign` on a submitted CSR and
     /// signs it when that allows it. It must never allow one while the incarnation's
     /// record says fencing or deleting (or is missing).
@@ -1323,13 +1332,7 @@ impl Trial {
                 }
             }
             AgentState::Certified { .. } => {
-                let answer = puppet_conductor::enc::classify(
-                    self.fx.records.as_ref(),
-                    &certname,
-                    chrono::Utc::now(),
-                )
-                .await;
-                let classified = matches!(answer, Ok(puppet_conductor::enc::Answer::Classified(_)));
+                let classified = self.ask_enc(&certname).await;
                 self.note(format!(
                     "agent of {id} asks for its catalog (classified: {classified})"
                 ));
@@ -1338,13 +1341,7 @@ impl Trial {
                 }
             }
             AgentState::Classified => {
-                let answer = puppet_conductor::enc::classify(
-                    self.fx.records.as_ref(),
-                    &certname,
-                    chrono::Utc::now(),
-                )
-                .await;
-                let classified = matches!(answer, Ok(puppet_conductor::enc::Answer::Classified(_)));
+                let classified = self.ask_enc(&certname).await;
                 self.note(format!(
                     "agent of {id} runs again and asks for its catalog (classified: {classified})"
                 ));
