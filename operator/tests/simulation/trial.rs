@@ -114,8 +114,8 @@ pub struct Trial {
     /// terminated or lost, its certificate cleaned, a sign whose outcome the operator
     /// cannot know): every launch after the first needs one.
     losses: BTreeMap<String, usize>,
-    /// Certname → step a genuine agent last sent its CSR.
-    csr_sent_at: BTreeMap<String, usize>,
+    /// Certname → step a genuine agent last sent its CSR, and its key (hex SHA-256).
+    csr_sent_at: BTreeMap<String, (usize, String)>,
     /// A Secret was deleted before anything held it (a user error nothing can undo in a
     /// terminating namespace).
     unheld_secret_lost: bool,
@@ -125,6 +125,8 @@ pub struct Trial {
     self_wakes: BTreeMap<ObjKey, usize>,
     /// "node certname" pairs whose status last said CertificateSigned=True.
     signed_in_status: BTreeSet<String>,
+    /// Certnames some status ever said were signed.
+    status_said_signed: BTreeSet<String>,
     /// Certname → step it was signed.
     signed_at: BTreeMap<String, usize>,
 }
@@ -239,6 +241,7 @@ impl Trial {
             csr_sent_at: BTreeMap::new(),
             unheld_secret_lost: false,
             signed_in_status: BTreeSet::new(),
+            status_said_signed: BTreeSet::new(),
             self_wakes: BTreeMap::new(),
             last_sweep: Instant::now(),
             signed_at: BTreeMap::new(),
@@ -583,15 +586,23 @@ impl Trial {
             if self.fx.has_records(&certname) {
                 self.violation(format!("deleted node {name} left records of {certname}"));
             }
-            // A CSR an agent sent before the deletion began was there for the cleanup to see.
+            // A CSR an agent sent before the deletion began was there for the cleanup to see
+            // (an attacker's, sent during the release, may stay: the master's sweep's).
             let sent_before = match (
                 self.csr_sent_at.get(&certname),
                 self.deleting_since.get(uid),
             ) {
-                (Some(sent), Some(since)) => sent < since,
-                _ => false,
+                (Some((sent, key)), Some(since)) if sent < since => Some(key.clone()),
+                _ => None,
             };
-            if sent_before && self.fx.ca.requests().iter().any(|c| c.certname == certname) {
+            let waiting = |key: &str| {
+                self.fx
+                    .ca
+                    .requests()
+                    .iter()
+                    .any(|c| c.certname == certname && c.public_key_sha256 == key)
+            };
+            if sent_before.is_some_and(|key| waiting(&key)) {
                 self.violation(format!(
                     "deleted node {name} left the CSR of {certname} waiting, sent before its deletion began"
                 ));
@@ -607,7 +618,13 @@ impl Trial {
             let asked_at = self.sign_calls.get(&certname).copied().unwrap_or(self.step);
             self.signed_at.entry(certname.clone()).or_insert(self.step);
             if !self.signed_certnames.insert(certname.clone()) {
-                self.violation(format!("{certname} was signed a second time"));
+                if self.records_forgot(&certname) {
+                    self.note(format!(
+                        "{certname} signed again: every trace of its first signature was destroyed"
+                    ));
+                } else {
+                    self.violation(format!("{certname} was signed a second time"));
+                }
                 continue;
             }
             match self.submitters.get(&public_key_sha).cloned() {
@@ -678,6 +695,9 @@ impl Trial {
             }
         }
         if matches!(signed, Some((true, _))) {
+            if let Some(c) = &status.certname {
+                self.status_said_signed.insert(c.clone());
+            }
             self.signed_in_status.insert(said);
         } else {
             self.signed_in_status.remove(&said);
@@ -740,8 +760,29 @@ impl Trial {
                     || (master_gone && phase == Some("Pending"))
                     // A replayed challenge won the race: the agent is locked out, as the
                     // trust rules accept (a challenge is worth one signature).
-                    || (phase == Some("Signed") && self.hijacked(certname)))
+                    || (phase == Some("Signed") && self.hijacked(certname))
+                    // Its certificate was cleaned and the bucket emptied before any status
+                    // recorded it: nothing remembers it, and its agent, holding it, sends no
+                    // new CSR (a csrTimeout would replace the node).
+                    || (phase == Some("AwaitingCSR") && self.evidence_destroyed(certname)))
         })
+    }
+
+    /// Every trace of `certname`'s signature is gone: the CA no longer holds it, the bucket
+    /// was emptied after it was signed, and no status ever said it was signed. Neither
+    /// the operator nor `autosign` can then know it was (DESIGN rule 3 needs that memory).
+    fn evidence_destroyed(&self, certname: &str) -> bool {
+        !self.fx.ca_signed_now(certname) && self.records_forgot(certname)
+    }
+
+    /// The bucket was emptied after `certname` was first signed, and no status ever said
+    /// it was signed (the CA can sign it again only once that certificate is gone).
+    fn records_forgot(&self, certname: &str) -> bool {
+        let signed_at = self.signed_at.get(certname);
+        !self.status_said_signed.contains(certname)
+            && self
+                .records_lost_at
+                .is_some_and(|lost| signed_at.is_some_and(|at| *at <= lost))
     }
 
     fn hijacked(&self, certname: &str) -> bool {
@@ -1294,7 +1335,8 @@ impl Trial {
                             (challenge.clone(), pp_instance_id.clone()),
                         );
                         self.fx.remember_csr(id, pem.clone());
-                        self.csr_sent_at.insert(certname.clone(), self.step);
+                        self.csr_sent_at
+                            .insert(certname.clone(), (self.step, sha.clone()));
                         self.agents.insert(
                             id.to_string(),
                             AgentState::Submitted {
@@ -1318,7 +1360,8 @@ impl Trial {
                     if let Some(pem) = self.fx.csr_of(id) {
                         let resent = self.fx.ca.submit_csr(&certname, &pem).is_ok();
                         if resent {
-                            self.csr_sent_at.insert(certname.clone(), self.step);
+                            self.csr_sent_at
+                                .insert(certname.clone(), (self.step, sha.clone()));
                         }
                         self.note(format!(
                             "agent of {id} sends its CSR again (accepted: {resent})"
