@@ -45,6 +45,10 @@ pub struct SignatureRecord {
     /// exist even before serial and fingerprint are recorded: never sign it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sign_requested: bool,
+    /// The instance the claimed CSR was verified against (its `pp_instance_id`); absent
+    /// in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 impl SignatureRecord {
@@ -84,6 +88,7 @@ mod tests {
             serial: None,
             fingerprint: None,
             sign_requested: false,
+            instance_id: None,
         };
         let text = serde_json::to_string(&claim).unwrap();
         assert!(

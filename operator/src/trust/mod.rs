@@ -133,6 +133,7 @@ fn check(facts: &Facts<'_>, claims: &CsrClaims) -> Result<(), Refusal> {
             &record.owner.node_uid,
             record.owner.incarnation,
             &claims.public_key_sha256,
+            Some(instance_id),
         ),
     }
 }
@@ -144,11 +145,26 @@ fn signature_allows(
     node_uid: &str,
     incarnation: i64,
     public_key_sha256: &str,
+    instance_id: Option<&str>,
 ) -> Result<(), Refusal> {
     if !signature.is_for(node_uid, incarnation) {
         return Err(Refusal::StaleSignature(signature.incarnation));
     }
     if signature.public_key_sha256 != public_key_sha256 {
+        // A claim the operator never asked the CA about, made for an instance the
+        // incarnation no longer runs as (every trace of its launch was lost and it was
+        // launched again): nothing was signed for it and no replay of the current
+        // instance's CSR can match it, so it gives way (simulation seed 218482). For the
+        // instance it names, the first key claimed stays the only one.
+        let superseded = signature.signer == Signer::Operator
+            && !signature.sign_requested
+            && !signature.is_confirmed()
+            && signature.instance_id.is_some()
+            && instance_id.is_some()
+            && signature.instance_id.as_deref() != instance_id;
+        if superseded {
+            return Ok(());
+        }
         return Err(Refusal::OtherKeySigned);
     }
     // Confirmed, or asked for with the answer unknown: the challenge is spent.
@@ -178,6 +194,7 @@ pub fn claim_for(
         fingerprint: None,
         // puppetserver signs as soon as autosign says yes: the claim is the request.
         sign_requested: signer == Signer::Autosign,
+        instance_id: record.instance_id.clone(),
     }
 }
 
@@ -191,6 +208,7 @@ pub fn after_claim(claim: &Claim, ours: &SignatureRecord) -> Result<(), Refusal>
             &ours.node_uid,
             ours.incarnation,
             &ours.public_key_sha256,
+            ours.instance_id.as_deref(),
         ),
     }
 }

@@ -565,3 +565,55 @@ fn a_refused_csr_for_our_certname_is_removed_by_the_controller_in_both_modes() {
         );
     }
 }
+
+#[test]
+fn an_unasked_claim_for_an_instance_the_incarnation_no_longer_runs_gives_way() {
+    // Every trace of incarnation 1's launch was lost and it was launched again as another
+    // instance: the claim a pass made for the old instance's CSR, never asked of the CA,
+    // must not lock the new agent out (simulation seed 218482).
+    let relaunched = NodeRecord {
+        instance_id: Some("i-0000000000000000f".into()),
+        ..record("c-1", 1, RecordState::Live)
+    };
+    let ours = claim_for(&relaunched, &csr("c-1", 1, 2), Signer::Operator, Utc::now());
+    let old_instance = claim_for(
+        &record("c-1", 1, RecordState::Live),
+        &csr("c-1", 1, 1),
+        Signer::Operator,
+        Utc::now(),
+    );
+    assert_eq!(
+        after_claim(&Claim::Existing(old_instance.clone()), &ours),
+        Ok(())
+    );
+    // Asked of the CA, or autosign's (its claim is the request): spent, whatever instance.
+    let asked = SignatureRecord {
+        sign_requested: true,
+        ..old_instance.clone()
+    };
+    assert_eq!(
+        after_claim(&Claim::Existing(asked), &ours),
+        Err(Refusal::OtherKeySigned)
+    );
+    let confirmed_old = confirmed(old_instance.clone());
+    assert_eq!(
+        after_claim(&Claim::Existing(confirmed_old), &ours),
+        Err(Refusal::OtherKeySigned)
+    );
+    // For the instance it names, the first key claimed stays the only one (a replay of
+    // the current instance's CSR with another key is refused), and a claim written before
+    // instance ids were kept gives way to nothing.
+    let same_instance = claim_for(&relaunched, &csr("c-1", 1, 3), Signer::Operator, Utc::now());
+    assert_eq!(
+        after_claim(&Claim::Existing(same_instance), &ours),
+        Err(Refusal::OtherKeySigned)
+    );
+    let unknown_instance = SignatureRecord {
+        instance_id: None,
+        ..old_instance
+    };
+    assert_eq!(
+        after_claim(&Claim::Existing(unknown_instance), &ours),
+        Err(Refusal::OtherKeySigned)
+    );
+}

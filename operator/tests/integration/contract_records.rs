@@ -189,6 +189,7 @@ fn claim(certname: &str, key: &str) -> SignatureRecord {
         serial: None,
         fingerprint: None,
         sign_requested: false,
+        instance_id: None,
     }
 }
 
