@@ -193,6 +193,20 @@ async fn ca_get(puppet: &PuppetServer, path: &str) -> (StatusCode, String) {
     call(puppet, true, Method::GET, path, None).await
 }
 
+/// The listing once a DELETE was answered. Under load puppetserver has answered 204 and
+/// still listed (and failed on) the deleted CSR for a moment (seen once in a full run on
+/// 2 cores): the listing must recover within 5 s, not necessarily at the next request.
+async fn listing_after_delete(puppet: &PuppetServer) -> StatusCode {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = ca_get(puppet, "certificate_statuses/any").await.0;
+        if status == StatusCode::OK || std::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// An unauthenticated GET, as an agent without a certificate makes.
 async fn public_get(puppet: &PuppetServer, path: &str) -> (StatusCode, String) {
     call(puppet, false, Method::GET, path, None).await
@@ -416,6 +430,7 @@ async fn a_csr_with_a_repeated_extension_breaks_the_listing_but_not_other_certna
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = public_get(&puppet, &format!("certificate_request/{bad}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(listing_after_delete(&puppet).await, StatusCode::OK);
     let listed = ca.list(Some(CertState::Requested)).await.unwrap();
     assert!(listed.iter().any(|i| i.name == good), "{listed:?}");
     assert!(listed.iter().all(|i| i.name != bad), "{listed:?}");
@@ -509,7 +524,7 @@ async fn repeated_extensions_of_any_oid_break_the_listing_repeated_attributes_do
         let listing = ca_get(&puppet, "certificate_statuses/any").await;
         let own = ca_get(&puppet, &format!("certificate_status/{certname}")).await;
         let deleted = delete_csr(&puppet, &certname).await;
-        let after = ca_get(&puppet, "certificate_statuses/any").await.0;
+        let after = listing_after_delete(&puppet).await;
         drop(cleanup);
 
         assert_eq!(submitted, (StatusCode::OK, String::new()), "{label}");
