@@ -229,8 +229,21 @@ pub async fn confirm(
     }
 }
 
-/// Reports a refusal (Warning event and log line) and, unless the certname is another
-/// node's, removes the refused CSR from the CA at the master's removal pace.
+/// Removes the waiting CSR of `certname` at the master's removal pace; whether it was.
+async fn remove_paced(acting: &Acting<'_>, certname: &str) -> Result<bool, ReconcileError> {
+    if !acting.ctx.csr_removals.allow(&acting.id.master_key).await
+        || !acting.services.ca.remove_request(certname).await?
+    {
+        return Ok(false);
+    }
+    acting
+        .ctx
+        .snapshots
+        .revoked(&acting.id.master_key, certname)
+        .await;
+    Ok(true)
+}
+
 /// Policy mode: removes a waiting CSR that autosign refused but the rules allow now
 /// (rate-bounded like refusals), so the agent's next submission runs autosign again.
 async fn resubmit(
@@ -238,9 +251,7 @@ async fn resubmit(
     certname: &str,
     describe: &str,
 ) -> Result<SigningOutcome, ReconcileError> {
-    if !acting.ctx.csr_removals.allow(&acting.id.master_key).await
-        || !acting.services.ca.remove_request(certname).await?
-    {
+    if !remove_paced(acting, certname).await? {
         return Ok(SigningOutcome::Idle);
     }
     let note = format!(
@@ -258,14 +269,11 @@ async fn resubmit(
             note,
         )
         .await;
-    acting
-        .ctx
-        .snapshots
-        .revoked(&acting.id.master_key, certname)
-        .await;
     Ok(SigningOutcome::Idle)
 }
 
+/// Reports a refusal (Warning event and log line) and, unless the certname is another
+/// node's, removes the refused CSR from the CA at the master's removal pace.
 async fn refuse(
     acting: &Acting<'_>,
     certname: &str,
@@ -276,12 +284,7 @@ async fn refuse(
         SigningMode::Operator => "Operator",
         SigningMode::Policy => "Policy",
     };
-    let removed =
-        if refusal.removes_csr() && acting.ctx.csr_removals.allow(&acting.id.master_key).await {
-            acting.services.ca.remove_request(certname).await?
-        } else {
-            false
-        };
+    let removed = refusal.removes_csr() && remove_paced(acting, certname).await?;
     let note = format!(
         "not signing {certname} ({describe}): {}{}",
         refusal.message(),
@@ -303,13 +306,6 @@ async fn refuse(
             note,
         )
         .await;
-    if removed {
-        acting
-            .ctx
-            .snapshots
-            .revoked(&acting.id.master_key, certname)
-            .await;
-    }
     Ok(SigningOutcome::Refused(refusal.reason()))
 }
 
