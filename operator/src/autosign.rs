@@ -4,14 +4,14 @@
 //! Decides from the S3 records alone (the controller may be far away): the record must be
 //! the incarnation's live one (not fencing, not deleting), the CSR's challenge must hash to
 //! its `challengeSha256`, its `pp_instance_id` must be the instance it names, every other
-//! check of [`crate::ca::csr_check::verify`] must pass, and no other key may have been
+//! check of [`crate::csr::check::verify`] must pass, and no other key may have been
 //! signed for the incarnation (the signature record). Fails closed: any error or timeout
 //! is a refusal (exit 1), and puppetserver leaves the CSR waiting (the controller then
 //! removes a refused one).
 
 use chrono::Utc;
 
-use crate::ca::csr_check::parse_csr;
+use crate::csr::check::parse_csr;
 use crate::records::{Records, RecordsError, Signer};
 use crate::trust::{after_claim, claim_for, decide as decide_trust, Facts, Refusal};
 
@@ -45,7 +45,11 @@ pub async fn decide(
     let refuse = |r: Refusal| Ok(Decision::Refuse(r.to_string()));
     let claims = match parse_csr(csr_pem) {
         Ok(c) => c,
-        Err(e) => return refuse(Refusal::Csr(crate::ca::Refusal::NotParsable(e.to_string()))),
+        Err(e) => {
+            return refuse(Refusal::Csr(crate::csr::Refusal::NotParsable(
+                e.to_string(),
+            )))
+        }
     };
     let Some(record) = records.get(certname).await? else {
         return refuse(Refusal::NoRecord);

@@ -2,21 +2,27 @@
 //! declared Puppet nodes, records their classification in S3, signs only their verified
 //! certificates and cleans all of it up on deletion.
 
-pub mod api;
+//!
+//! This crate is the top of the workspace: the controllers, the runner, metrics, HTTP and
+//! the ENC and autosign commands. What it builds on is re-exported under the names the
+//! code uses: `api` (CRD types), the pure `core` modules, and the three clients.
+
 pub mod autosign;
-pub mod ca;
-pub mod cloud;
 pub mod controller;
 pub mod enc;
-#[cfg(any(test, feature = "fakes"))]
-pub mod fakes;
 pub mod http_server;
-pub mod identity;
 pub mod leader;
 pub mod metrics;
-pub mod records;
 pub mod runner;
 pub mod telemetry;
 pub mod tls;
-pub mod trust;
-pub mod userdata;
+
+pub use puppet_conductor_api as api;
+pub use puppet_conductor_ca as ca;
+pub use puppet_conductor_cloud as cloud;
+pub use puppet_conductor_core::{
+    certificate, certname, csr, identity, instance, lease, plan, record, status, trust, userdata,
+};
+#[cfg(feature = "fakes")]
+pub use puppet_conductor_fakes as fakes;
+pub use puppet_conductor_records as records;

@@ -144,8 +144,7 @@ mod tests {
         Claimant {
             key: key.into(),
             uid: uid.into(),
-            created: chrono::DateTime::from_timestamp(secs, 0)
-                .map(crate::controller::node_status::time),
+            created: chrono::DateTime::from_timestamp(secs, 0).map(crate::status::conditions::time),
             ca: Some(normalize_ca_url(ca)),
             fixed_certname: fixed.map(str::to_owned),
         }

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::error::{chain, ReconcileError};
 use super::finalizers::{add_finalizer, has_finalizer};
 use super::master_deletion::finish_deletion;
-use super::master_status::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 use super::orphan_sweep::sweep;
 use super::orphans::{find_orphans, Owners};
 use super::secret_hold::hold;
@@ -23,8 +22,10 @@ use super::signing::parse_duration;
 use super::{Context, FIELD_MANAGER, MASTER_FINALIZER};
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
 use crate::api::node::{Phase, PuppetNode};
-use crate::ca::{pem_fingerprint, CaError, CertState, CertificateInfo};
+use crate::ca::{CaError, CertState, CertificateInfo};
+use crate::certificate::pem_fingerprint;
 use crate::identity;
+use crate::status::master::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
 
 /// What this pass saw of the master's CA queue.
 struct CaProbe {

@@ -14,11 +14,11 @@ use kube::{Resource, ResourceExt};
 use super::error::ReconcileError;
 use super::finalizers::{has_finalizer, remove_finalizer};
 use super::master::{live_nodes, publish_flips, write_status};
-use super::node_status::set_condition_status;
 use super::secret_hold::{hold, release_for};
 use super::{Context, MASTER_FINALIZER};
 use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
+use crate::status::conditions::set_condition_status;
 
 /// Reason of `Ready=False` while the master waits for its nodes to go.
 pub const DELETING: &str = "Deleting";

@@ -4,7 +4,6 @@
 //! pure) → act (idempotent calls through the service traits) → status (server-side apply).
 
 pub mod backoff;
-pub mod certificate;
 pub mod certname_owners;
 pub mod context;
 pub mod error;
@@ -13,13 +12,10 @@ pub mod finalizers;
 pub mod guards;
 pub mod master;
 pub mod master_deletion;
-pub mod master_status;
 pub mod node;
 pub mod node_actions;
-pub mod node_status;
 pub mod orphan_sweep;
 pub mod orphans;
-pub mod plan;
 pub mod secret_hold;
 pub mod services;
 pub mod signing;
@@ -28,12 +24,4 @@ pub mod snapshot;
 pub use context::Context;
 pub use error::ReconcileError;
 
-/// Finalizer guarding cleanup of instance, certificate and record.
-pub const NODE_FINALIZER: &str = "puppet-conductor.dev/cleanup";
-/// Finalizer holding a PuppetMaster while PuppetNodes still name it: their cleanup needs
-/// its CA, cloud and records.
-pub const MASTER_FINALIZER: &str = "puppet-conductor.dev/nodes";
-/// Finalizer holding a Secret while a PuppetMaster that needs it references it.
-pub const SECRET_FINALIZER: &str = "puppet-conductor.dev/in-use";
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "puppet-conductor";
+pub use puppet_conductor_api::{FIELD_MANAGER, MASTER_FINALIZER, NODE_FINALIZER, SECRET_FINALIZER};

@@ -11,13 +11,10 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::certificate::{standing, Recorded, Standing};
 use super::certname_owners::{normalize_ca_url, Claimant};
 use super::error::{chain, ReconcileError};
 use super::finalizers::{add_finalizer, has_finalizer};
 use super::node_actions::{Acting, NodeIdentity, Outcome};
-use super::node_status::{is_true, reason_of, set_condition, time};
-use super::plan::{plan, Observed, Plan};
 use super::services::MasterServices;
 use super::signing::{confirm, parse_duration, police_waiting_csr, SigningOutcome};
 use super::snapshot::{ca_has, Snapshot};
@@ -26,8 +23,11 @@ use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, SigningMode};
 use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus, ReplacePolicy};
 use crate::ca::{CertState, CertificateInfo};
+use crate::certificate::standing::{standing, Recorded, Standing};
 use crate::cloud::InstanceState;
+use crate::plan::{plan, Observed, Plan};
 use crate::records::SignatureRecord;
+use crate::status::conditions::{is_true, reason_of, set_condition, time};
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
 pub async fn reconcile(
@@ -161,7 +161,7 @@ async fn observe(
     let ca_present_incarnations = snapshot.certificates.as_ref().map(|certs| {
         let max = instances
             .iter()
-            .map(super::plan::instance_incarnation)
+            .map(crate::plan::instance_incarnation)
             .chain(status.incarnation)
             .max()
             .unwrap_or(1);
@@ -191,7 +191,7 @@ async fn observe(
         let max = observed
             .instances
             .iter()
-            .map(super::plan::instance_incarnation)
+            .map(crate::plan::instance_incarnation)
             .chain(status.incarnation)
             .max()
             .unwrap_or(1);
@@ -209,7 +209,7 @@ async fn observe(
     // Status may be lost: when the plan would launch, the record (written before every
     // launch, naming the instance after it) decides between "never launched" and "gone".
     let first = plan(&observed);
-    if first.actions.contains(&super::plan::Action::Launch) {
+    if first.actions.contains(&crate::plan::Action::Launch) {
         let certname = id.certname(node, first.incarnation);
         if snapshot.records.records.contains_key(&certname) {
             match services.records.get(&certname).await {
@@ -267,7 +267,7 @@ async fn converge(
     // process; simulation seed 2886 read such a certificate as vanished).
     let at_ca = if standing.is_lost() && snapshot.certificates.is_some() {
         let now = services.ca.status(&certname).await?;
-        standing = super::certificate::standing(recorded.as_ref(), Some(now.as_ref()))
+        standing = crate::certificate::standing::standing(recorded.as_ref(), Some(now.as_ref()))
             .for_derived_certname(node.spec.certname.is_none());
         Some(now)
     } else {

@@ -286,8 +286,7 @@ mod tests {
     }
 
     fn deleting(mut m: PuppetMaster) -> PuppetMaster {
-        m.metadata.deletion_timestamp =
-            Some(crate::controller::node_status::time(chrono::Utc::now()));
+        m.metadata.deletion_timestamp = Some(crate::status::conditions::time(chrono::Utc::now()));
         m
     }
 

@@ -19,7 +19,7 @@ use crate::api::master::PuppetMaster;
 use crate::ca::{HttpCa, PuppetCa};
 use crate::cloud::{Cloud, CloudConfig, Ec2Cloud, RateLimits, StaticCredentials};
 use crate::identity::ChallengeKey;
-use crate::metrics::{instrument, Metrics};
+use crate::metrics::{MeteredCa, MeteredCloud, MeteredRecords, Metrics};
 use crate::records::{Records, RecordsConfig, S3Records};
 
 /// Everything a node reconcile talks to for one master.
@@ -34,6 +34,20 @@ pub struct MasterServices {
     pub ca_cert_pem: String,
     /// Key of the per-incarnation challenges.
     pub challenge_key: ChallengeKey,
+}
+
+impl MasterServices {
+    /// The cloud, records and CA wrapped in their metered decorators; the CA certificate
+    /// and challenge key pass through unchanged.
+    pub fn metered(self, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            cloud: Arc::new(MeteredCloud::new(self.cloud, metrics.clone())),
+            records: Arc::new(MeteredRecords::new(self.records, metrics.clone())),
+            ca: Arc::new(MeteredCa::new(self.ca, metrics.clone())),
+            ca_cert_pem: self.ca_cert_pem,
+            challenge_key: self.challenge_key,
+        }
+    }
 }
 
 /// Builds (and caches) the services of a master.
@@ -294,7 +308,7 @@ impl ServiceFactory for KubeServiceFactory {
             challenge_key: key,
         };
         if let Some(metrics) = &self.metrics {
-            services = instrument(services, metrics);
+            services = services.metered(metrics);
         }
         let services = Arc::new(services);
         cache.insert(cache_key, (version, services.clone()));

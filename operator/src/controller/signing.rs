@@ -9,7 +9,9 @@ use kube::Resource;
 use super::error::ReconcileError;
 use super::node_actions::Acting;
 use crate::api::master::SigningMode;
-use crate::ca::{parse_csr, pem_public_key_sha256, CaError, CertState};
+use crate::ca::{CaError, CertState};
+use crate::certificate::pem_public_key_sha256;
+use crate::csr::parse_csr;
 use crate::records::{SignatureRecord, Signer};
 use crate::trust::{after_claim, claim_for, decide, Decision, Facts, NodeFacts, Refusal};
 
@@ -76,7 +78,7 @@ pub async fn police_waiting_csr(
     let claims = match parse_csr(&pem) {
         Ok(claims) => claims,
         Err(e) => {
-            let refusal = Refusal::Csr(crate::ca::Refusal::NotParsable(e.to_string()));
+            let refusal = Refusal::Csr(crate::csr::Refusal::NotParsable(e.to_string()));
             return refuse(acting, &certname, &refusal, "unparsable CSR").await;
         }
     };

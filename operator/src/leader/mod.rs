@@ -4,8 +4,6 @@
 //! Every write carries the resourceVersion it read, so two candidates racing for an expired
 //! Lease cannot both win: the loser gets a 409 Conflict and stands by.
 
-pub mod decision;
-
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
-use self::decision::{decide, LeaseDecision};
-use crate::controller::FIELD_MANAGER;
+use crate::api::FIELD_MANAGER;
+use crate::lease::{decide, LeaseDecision};
 
 /// Errors of the election.
 #[derive(Debug, thiserror::Error)]

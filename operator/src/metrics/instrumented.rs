@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use super::Metrics;
 use crate::ca::{CaError, CertState, CertificateInfo, PuppetCa};
 use crate::cloud::{Cloud, CloudError, Instance, LaunchRequest};
-use crate::controller::services::MasterServices;
 use crate::records::{
     Claim, ListedRecord, NodeRecord, Privacy, RecordListing, Records, RecordsError,
     SignatureRecord, WriteOutcome,
@@ -72,18 +71,6 @@ async fn timed<T, E: Categorized>(
     };
     metrics.count_call(service, operation, outcome, started.elapsed());
     result
-}
-
-/// Wraps the cloud, records and CA of `services` in their metered decorators;
-/// the CA certificate and challenge key pass through unchanged.
-pub fn instrument(services: MasterServices, metrics: &Arc<Metrics>) -> MasterServices {
-    MasterServices {
-        cloud: Arc::new(MeteredCloud::new(services.cloud, metrics.clone())),
-        records: Arc::new(MeteredRecords::new(services.records, metrics.clone())),
-        ca: Arc::new(MeteredCa::new(services.ca, metrics.clone())),
-        ca_cert_pem: services.ca_cert_pem,
-        challenge_key: services.challenge_key,
-    }
 }
 
 /// A [`Cloud`] that counts and times every call (service `ec2`).

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use error::MetricsError;
-pub use instrumented::{instrument, MeteredCa, MeteredCloud, MeteredRecords};
+pub use instrumented::{MeteredCa, MeteredCloud, MeteredRecords};
 use labels::{
     CallLabels, KindLabels, MasterLabels, OperationLabels, OrphanKindLabels, OrphanLabels,
     PhaseLabels, ReconcileErrorLabels,

@@ -206,7 +206,7 @@ mod tests {
             |n| n.metadata.generation = Some(2),
             |n| {
                 n.metadata.deletion_timestamp =
-                    Some(crate::controller::node_status::time(chrono::Utc::now()))
+                    Some(crate::status::conditions::time(chrono::Utc::now()))
             },
             |n| n.metadata.finalizers = None,
             |n| n.metadata.labels = Some([("shard".into(), "a".into())].into()),

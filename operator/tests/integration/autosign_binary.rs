@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use puppet_conductor::ca::csr_input::{single_csr_pem, MAX_CSR_INPUT};
+use puppet_conductor::csr::input::{single_csr_pem, MAX_CSR_INPUT};
 use puppet_conductor::identity::challenge_sha256;
 use puppet_conductor::records::{NodeRecord, RecordOwner, RecordState, Records};
 use rcgen::{Attribute, CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};

@@ -140,7 +140,7 @@ async fn agent_csr_is_listed_with_its_attributes_and_left_unsigned() {
 /// The parsing above, on a CSR captured from a real agent (no services needed).
 #[test]
 fn captured_agent_csr_carries_challenge_and_instance_id() {
-    let pem = include_str!("../fixtures/ca/certificate_request_requested.pem");
+    let pem = include_str!("../../../tests/fixtures/ca/certificate_request_requested.pem");
     let csr = csr_attributes(pem);
     assert_eq!(csr.subject_cn.as_deref(), Some("fixture-requested"));
     assert_eq!(csr.challenge.as_deref(), Some("c-123"));

@@ -13,9 +13,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use puppet_conductor::ca::{
-    parse_csr, pem_fingerprint, pem_public_key_sha256, CaError, CertState, HttpCa, PuppetCa,
-};
+use puppet_conductor::ca::{CaError, CertState, HttpCa, PuppetCa};
+use puppet_conductor::certificate::{pem_fingerprint, pem_public_key_sha256};
+use puppet_conductor::csr::parse_csr;
 use puppet_conductor::fakes::ca::FakeCa;
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair, SanType};
 use reqwest::StatusCode;

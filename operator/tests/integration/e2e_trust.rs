@@ -634,7 +634,7 @@ async fn two_masters_in_two_namespaces_sharing_one_ca_never_sign_or_revoke_each_
 
     // The loser is deleted: the winner's certificate and record stand.
     let mut deleted = get_in(&client, loser.ns).await;
-    deleted.metadata.deletion_timestamp = Some(puppet_conductor::controller::node_status::time(
+    deleted.metadata.deletion_timestamp = Some(puppet_conductor::status::conditions::time(
         chrono::Utc::now(),
     ));
     let winner_node = get_in(&client, winner.ns).await;

@@ -36,6 +36,7 @@ mod e2e_trust;
 mod enc_binary;
 mod http_endpoints;
 mod iam_policy;
+mod layering;
 mod leader_election;
 mod manifests;
 mod master_deletion;

@@ -59,7 +59,7 @@ async fn a_deleted_master_waits_for_the_nodes_naming_it_then_is_released() {
     );
 
     // kubectl delete of the master while one of its nodes still exists.
-    m.metadata.deletion_timestamp = Some(puppet_conductor::controller::node_status::time(
+    m.metadata.deletion_timestamp = Some(puppet_conductor::status::conditions::time(
         chrono::Utc::now(),
     ));
     let nodes = vec![h.get("still-here").await, h.get("of-another-master").await];

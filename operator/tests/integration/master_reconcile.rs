@@ -7,7 +7,8 @@ use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::api::PuppetMaster;
-use puppet_conductor::ca::{pem_fingerprint, CertState};
+use puppet_conductor::ca::CertState;
+use puppet_conductor::certificate::pem_fingerprint;
 use puppet_conductor::controller::master;
 
 use crate::e2e_support::{E2e, REGION};

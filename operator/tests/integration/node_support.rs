@@ -303,7 +303,7 @@ impl Harness {
     /// API holding the same master and node; it is removed there once the finalizers are.
     pub async fn deleted_copy(&self, name: &str) -> Harness {
         let mut n = self.get(name).await;
-        n.metadata.deletion_timestamp = Some(puppet_conductor::controller::node_status::time(
+        n.metadata.deletion_timestamp = Some(puppet_conductor::status::conditions::time(
             chrono::Utc::now(),
         ));
         let masters: Api<PuppetMaster> = Api::namespaced(self.ctx.client.clone(), NS);

@@ -289,7 +289,7 @@ async fn a_node_status_write_does_not_reconcile_it_again_but_a_spec_change_does(
         vec!["n1"]
     );
     n1.metadata.resource_version = Some("1004".into());
-    n1.metadata.deletion_timestamp = Some(puppet_conductor::controller::node_status::time(
+    n1.metadata.deletion_timestamp = Some(puppet_conductor::status::conditions::time(
         chrono::Utc::now(),
     ));
     f.send_node(guarded(&n1));

@@ -119,7 +119,7 @@ fn secret(name: &str) -> Secret {
 }
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    puppet_conductor::controller::node_status::time(chrono::Utc::now())
+    puppet_conductor::status::conditions::time(chrono::Utc::now())
 }
 
 /// A master referencing `ca-client`, `cloud` (node_support's) and `records`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use puppet_conductor::controller::services::MasterServices;
 use puppet_conductor::controller::snapshot::SnapshotCache;
 use puppet_conductor::identity::ChallengeKey;
-use puppet_conductor::metrics::{instrument, Metrics};
+use puppet_conductor::metrics::Metrics;
 
 use crate::common::services::Services;
 use crate::node_support::*;
@@ -35,16 +35,14 @@ async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
     };
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("snap")).await;
     let metrics = Arc::new(Metrics::new());
-    let services = instrument(
-        MasterServices {
-            cloud: moto.cloud.clone(),
-            records: moto.records.clone(),
-            ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
-            ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
-            challenge_key: ChallengeKey::generate(),
-        },
-        &metrics,
-    );
+    let services = MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
+        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
+        challenge_key: ChallengeKey::generate(),
+    }
+    .metered(&metrics);
     let cache = SnapshotCache::default();
     let key = format!("{NS}/{}", unique("pm"));
     let (long, stale) = (Duration::from_secs(600), Duration::ZERO);

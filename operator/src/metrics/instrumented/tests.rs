@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
+use crate::controller::services::MasterServices;
 use crate::identity::ChallengeKey;
 
 /// True on the first call only.
@@ -189,16 +190,14 @@ async fn metered_cloud_counts_ok_and_error_category() {
 #[tokio::test]
 async fn instrument_wraps_all_three_services() {
     let metrics = Arc::new(Metrics::new());
-    let services = instrument(
-        MasterServices {
-            cloud: Arc::new(FakeCloud::default()),
-            records: Arc::new(FakeRecords::default()),
-            ca: Arc::new(FakeCa::default()),
-            ca_cert_pem: "PEM".to_string(),
-            challenge_key: ChallengeKey::generate(),
-        },
-        &metrics,
-    );
+    let services = MasterServices {
+        cloud: Arc::new(FakeCloud::default()),
+        records: Arc::new(FakeRecords::default()),
+        ca: Arc::new(FakeCa::default()),
+        ca_cert_pem: "PEM".to_string(),
+        challenge_key: ChallengeKey::generate(),
+    }
+    .metered(&metrics);
     assert_eq!(services.ca_cert_pem, "PEM");
     services
         .cloud
