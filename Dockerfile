@@ -10,6 +10,7 @@ WORKDIR /src
 # Only what the build reads. rust-toolchain.toml stays out: it would make rustup
 # fetch another toolchain instead of using the image's.
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY operator ./operator
 RUN CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --locked --release --target x86_64-unknown-linux-musl -p puppet-conductor --bin puppet-conductor \

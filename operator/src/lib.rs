@@ -8,6 +8,7 @@
 //! code uses: `api` (CRD types), the pure `core` modules, and the three clients.
 
 pub mod autosign;
+pub mod cli;
 pub mod controller;
 pub mod enc;
 pub mod http_server;
@@ -21,7 +22,8 @@ pub use puppet_conductor_api as api;
 pub use puppet_conductor_ca as ca;
 pub use puppet_conductor_cloud as cloud;
 pub use puppet_conductor_core::{
-    certificate, certname, csr, identity, instance, lease, plan, record, status, trust, userdata,
+    certificate, certname, csr, identity, instance, lease, plan, record, status, sync, trust,
+    userdata,
 };
 #[cfg(feature = "fakes")]
 pub use puppet_conductor_fakes as fakes;

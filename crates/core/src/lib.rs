@@ -15,5 +15,6 @@ pub mod lease;
 pub mod plan;
 pub mod record;
 pub mod status;
+pub mod sync;
 pub mod trust;
 pub mod userdata;

@@ -1,8 +1,10 @@
 //! What happens to each call reaching a fake: the gate between caller and fake state.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use puppet_conductor_core::sync::lock;
 
 /// Which external system a call goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,9 +97,7 @@ pub struct Faults {
 
 impl Faults {
     fn with<T>(&self, f: impl FnOnce(&mut FaultState) -> T) -> T {
-        // A panicking test thread cannot leave this state half-written: every change
-        // below is a single insert or push.
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut lock(&self.state))
     }
 
     /// Every call to `system` fails with `kind` until [`Faults::restore`].

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::sync::lock;
+
 /// Failure counts per object key (`namespace/name`).
 #[derive(Debug)]
 pub struct Backoff {
@@ -24,13 +26,11 @@ impl Backoff {
 
     /// Records a failure and returns how long to wait before the next attempt.
     pub fn next_delay(&self, key: &str) -> Duration {
-        let n = match self.failures.lock() {
-            Ok(mut map) => {
-                let n = map.entry(key.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            }
-            Err(_) => 1,
+        let n = {
+            let mut map = lock(&self.failures);
+            let n = map.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
         };
         let delay = delay_for(self.base, self.cap, n);
         // Up to +25% jitter so a fleet failing together does not retry in lockstep; drawn
@@ -39,11 +39,17 @@ impl Backoff {
         (delay + jitter).min(self.cap)
     }
 
+    /// [`Backoff::next_delay`], but never sooner than `floor` (a service's `Retry-After`)
+    /// unless that is beyond the cap: the cap bounds every wait.
+    pub fn next_delay_at_least(&self, key: &str, floor: Option<Duration>) -> Duration {
+        self.next_delay(key)
+            .max(floor.unwrap_or_default())
+            .min(self.cap)
+    }
+
     /// Forgets the failures of an object after a successful pass.
     pub fn reset(&self, key: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(key);
-        }
+        lock(&self.failures).remove(key);
     }
 }
 
@@ -90,6 +96,22 @@ mod tests {
             d >= Duration::from_secs(2) && d <= Duration::from_millis(2500),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_floor_raises_the_delay_but_never_past_the_cap() {
+        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let floor = Some(Duration::from_secs(20));
+        assert_eq!(
+            b.next_delay_at_least("ns/a", floor),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            b.next_delay_at_least("ns/b", Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
+        let unfloored = b.next_delay_at_least("ns/c", None);
+        assert!(unfloored <= Duration::from_millis(1250), "{unfloored:?}");
     }
 
     #[test]

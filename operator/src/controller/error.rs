@@ -115,6 +115,14 @@ impl ReconcileError {
         }
     }
 
+    /// How long the failing service asked to be left alone (the CA's `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self.root() {
+            ReconcileError::Ca(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// The innermost reconcile error (unwrapping the finalizer helper's wrapper).
     pub fn root(&self) -> &ReconcileError {
         match self {
@@ -130,6 +138,20 @@ impl ReconcileError {
 }
 
 impl ReconcileError {
+    /// `error` after the pass tried to write it into the object's status (`written`).
+    /// When that write failed, `error` itself is returned, not the write's failure: the
+    /// error policy backs off by what really went wrong, and its report writes the
+    /// status again.
+    pub fn reported<T>(error: ReconcileError, written: Result<T, ReconcileError>) -> Self {
+        match written {
+            Ok(_) => ReconcileError::StatusReported(Box::new(error)),
+            Err(write) => {
+                tracing::warn!(error = %chain(&write), "could not write the failure into status");
+                error
+            }
+        }
+    }
+
     /// Whether the pass already wrote this failure into the object's status.
     pub fn status_reported(&self) -> bool {
         match self {
@@ -144,14 +166,80 @@ impl ReconcileError {
     }
 }
 
-/// Renders an error with its whole source chain, for conditions and events.
+/// Renders an error with its whole source chain, for conditions, events and logs.
+///
+/// A wrapper whose message already ends with its source's (kube's finalizer error
+/// prints `failed to apply object: {0}` and also returns it as the source) keeps only
+/// its own words, so no text appears twice.
 pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+    let mut messages = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        messages.push(e.to_string());
+        current = e.source();
     }
-    out
+    let mut parts: Vec<&str> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let own = match messages.get(i + 1) {
+            Some(next) if !next.is_empty() => message
+                .strip_suffix(next.as_str())
+                .map_or(message.as_str(), |head| head.trim_end_matches([' ', ':'])),
+            _ => message.as_str(),
+        };
+        if !own.is_empty() && parts.last() != Some(&own) {
+            parts.push(own);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+
+    fn throttled() -> ReconcileError {
+        ReconcileError::Cloud(CloudError::api(
+            "RunInstances",
+            "RequestLimitExceeded",
+            "slow down",
+            Some(503),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_chain_through_the_finalizer_names_each_wrapper_once() {
+        let error = ReconcileError::Finalizer(Box::new(FinalizerError::ApplyFailed(throttled())));
+        assert_eq!(
+            chain(&error),
+            "finalizer: failed to apply object: cloud call failed: \
+             EC2 RunInstances failed: RequestLimitExceeded: slow down"
+        );
+    }
+
+    #[test]
+    fn a_chain_of_plain_wrappers_joins_every_level() {
+        let error = ReconcileError::StatusReported(Box::new(throttled()));
+        assert_eq!(
+            chain(&error),
+            "cloud call failed: EC2 RunInstances failed: RequestLimitExceeded: slow down"
+        );
+    }
+
+    #[test]
+    fn a_failed_status_write_keeps_the_original_error() {
+        let written: Result<(), _> = Err(ReconcileError::MissingMetadata("namespace"));
+        let error = ReconcileError::reported(throttled(), written);
+        assert!(!error.status_reported(), "{error:?}");
+        assert_eq!(error.category(), "cloud-unavailable");
+    }
+
+    #[test]
+    fn a_written_status_marks_the_error_reported() {
+        let error = ReconcileError::reported(throttled(), Ok(()));
+        assert!(error.status_reported());
+        assert_eq!(error.category(), "cloud-unavailable");
+    }
 }

@@ -7,7 +7,7 @@
 //! CSR's key type or certname; [`KubeEvents`] therefore creates the events itself.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sha2::{Digest, Sha256};
+
+use crate::sync::lock;
 
 /// Where events go: the API server in production, a list in tests.
 #[async_trait::async_trait]
@@ -167,10 +169,9 @@ impl KubeEvents {
         }
     }
 
-    /// The lock is never held across an await; a panic elsewhere cannot leave the map
-    /// half-written, so a poisoned lock is still usable.
+    /// The lock is never held across an await.
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Counts the occurrence in its open series, if there is one; drops expired series.
@@ -353,7 +354,7 @@ pub struct MemoryEvents {
 impl MemoryEvents {
     /// Everything published so far.
     pub fn all(&self) -> Vec<RecordedEvent> {
-        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+        lock(&self.events).clone()
     }
 }
 
@@ -368,14 +369,12 @@ impl EventSink for MemoryEvents {
         note: String,
     ) {
         log_event(object, warning, reason, &note);
-        if let Ok(mut e) = self.events.lock() {
-            e.push(RecordedEvent {
-                object: object_key(object),
-                warning,
-                reason: reason.to_string(),
-                note,
-            });
-        }
+        lock(&self.events).push(RecordedEvent {
+            object: object_key(object),
+            warning,
+            reason: reason.to_string(),
+            note,
+        });
     }
 }
 

@@ -3,9 +3,10 @@
 //! replaced at once, launches and sign requests whose outcome is known only here.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::cloud::{BucketLimits, TokenBucket};
+use crate::sync::lock;
 
 /// Refused CSRs removed per master: a burst of 10, then one every 5 s. A flood of bad
 /// CSRs is refused (and reported) as fast as it comes, but removed only at this pace.
@@ -24,7 +25,7 @@ impl CsrRemovals {
     /// Whether a refused CSR of `master_key` may be removed now.
     pub async fn allow(&self, master_key: &str) -> bool {
         let bucket = {
-            let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut map = lock(&self.buckets);
             map.entry(master_key.to_string())
                 .or_insert_with(|| Arc::new(TokenBucket::new(Some(CSR_REMOVALS))))
                 .clone()
@@ -34,10 +35,7 @@ impl CsrRemovals {
 
     /// Forgets a master (deleted).
     pub fn forget(&self, master_key: &str) {
-        self.buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(master_key);
+        lock(&self.buckets).remove(master_key);
     }
 }
 
@@ -55,10 +53,7 @@ impl Absences {
     /// for at least `grace`.
     pub fn missing_for(&self, instance_id: &str, grace: std::time::Duration) -> bool {
         let now = tokio::time::Instant::now();
-        let mut map = self
-            .first_missed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.first_missed);
         // Forget what nobody asked about for long (the node went): the map stays bounded.
         map.retain(|_, at| now.duration_since(*at) < grace.saturating_mul(10).max(HOUR));
         let first = *map.entry(instance_id.to_string()).or_insert(now);
@@ -67,10 +62,7 @@ impl Absences {
 
     /// `instance_id` is visible again (or was never missing).
     pub fn seen(&self, instance_id: &str) {
-        self.first_missed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(instance_id);
+        lock(&self.first_missed).remove(instance_id);
     }
 }
 
@@ -85,15 +77,12 @@ pub struct LaunchAttempts {
 impl LaunchAttempts {
     /// A launch of node `key` failed.
     pub fn failed(&self, key: &str) {
-        self.failed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.to_string(), tokio::time::Instant::now());
+        lock(&self.failed).insert(key.to_string(), tokio::time::Instant::now());
     }
 
     /// Whether a failed launch of `key` is younger than `grace`.
     pub fn unsettled(&self, key: &str, grace: std::time::Duration) -> bool {
-        let mut map = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.failed);
         let now = tokio::time::Instant::now();
         map.retain(|_, at| now.duration_since(*at) < grace);
         map.contains_key(key)
@@ -101,10 +90,7 @@ impl LaunchAttempts {
 
     /// A launch of `key` succeeded, or its node is gone.
     pub fn settled(&self, key: &str) {
-        self.failed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        lock(&self.failed).remove(key);
     }
 }
 
@@ -120,27 +106,17 @@ pub struct UnsignedClaims {
 impl UnsignedClaims {
     /// The CA did not sign `claim` and its record could not be cleared.
     pub fn remember(&self, claim: crate::records::SignatureRecord) {
-        self.claims
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(claim.certname.clone(), claim);
+        lock(&self.claims).insert(claim.certname.clone(), claim);
     }
 
     /// The claim remembered for `certname`, if any.
     pub fn get(&self, certname: &str) -> Option<crate::records::SignatureRecord> {
-        self.claims
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(certname)
-            .cloned()
+        lock(&self.claims).get(certname).cloned()
     }
 
     /// Its record was cleared, or the certname's records are gone.
     pub fn forget(&self, certname: &str) {
-        self.claims
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(certname);
+        lock(&self.claims).remove(certname);
     }
 }
 
@@ -156,7 +132,7 @@ impl ReplacementSlots {
     /// Takes (or keeps) a slot of `master_key` for `node_key`; `false` when `limit` other
     /// nodes hold them all.
     pub fn acquire(&self, master_key: &str, node_key: &str, limit: usize) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.held);
         let nodes = held.entry(master_key.to_string()).or_default();
         if nodes.contains(node_key) {
             return true;
@@ -170,7 +146,7 @@ impl ReplacementSlots {
 
     /// Gives the node's slot back (its replacement completed, or it is deleted).
     pub fn release(&self, master_key: &str, node_key: &str) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.held);
         if let Some(nodes) = held.get_mut(master_key) {
             nodes.remove(node_key);
             if nodes.is_empty() {
@@ -181,11 +157,7 @@ impl ReplacementSlots {
 
     /// Slots of `master_key` in use.
     pub fn in_use(&self, master_key: &str) -> usize {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(master_key)
-            .map_or(0, BTreeSet::len)
+        lock(&self.held).get(master_key).map_or(0, BTreeSet::len)
     }
 }
 

@@ -26,6 +26,7 @@ use crate::ca::{CaError, CertState, CertificateInfo};
 use crate::certificate::pem_fingerprint;
 use crate::identity;
 use crate::status::master::{flipped, invalid_spec_conditions, master_conditions, Probe, Probes};
+use crate::sync::lock;
 
 /// What this pass saw of the master's CA queue.
 struct CaProbe {
@@ -162,7 +163,10 @@ pub fn error_policy(
         master.namespace().unwrap_or_default(),
         master.name_any()
     );
-    Requeue::requeue(ctx.backoff.next_delay(&master_backoff_key(&key)))
+    Requeue::requeue(
+        ctx.backoff
+            .next_delay_at_least(&master_backoff_key(&key), error.retry_after()),
+    )
 }
 
 /// Masters and nodes share the backoff table; keep their keys apart.
@@ -454,11 +458,7 @@ pub struct MasterMemory {
 impl MasterMemory {
     /// True the first time `(master, certname)` is seen.
     pub fn first_warning(&self, master_key: &str, certname: &str) -> bool {
-        match self.warned.lock() {
-            Ok(mut set) => set.insert((master_key.to_string(), certname.to_string())),
-            // Poisoned: repeating an event is better than losing it.
-            Err(_) => true,
-        }
+        lock(&self.warned).insert((master_key.to_string(), certname.to_string()))
     }
 }
 

@@ -59,7 +59,7 @@ pub fn error_policy(node: Arc<PuppetNode>, error: &ReconcileError, ctx: Arc<Cont
         node.namespace().unwrap_or_default(),
         node.name_any()
     );
-    Requeue::requeue(ctx.backoff.next_delay(&key))
+    Requeue::requeue(ctx.backoff.next_delay_at_least(&key, error.retry_after()))
 }
 
 async fn reconcile_inner(
@@ -323,7 +323,7 @@ async fn converge(
         Ok(o) => o,
         Err(error) => {
             let cert = view(standing, recorded.as_ref());
-            write_status(
+            let written = write_status(
                 ctx,
                 node,
                 id,
@@ -333,8 +333,8 @@ async fn converge(
                 Some(&error),
                 &cert,
             )
-            .await?;
-            return Err(ReconcileError::StatusReported(Box::new(error)));
+            .await;
+            return Err(ReconcileError::reported(error, written));
         }
     };
     if deleting && !the_plan.release {
@@ -373,7 +373,7 @@ async fn converge(
             Ok(_) => {}
             Err(error) => {
                 let cert = view(standing, recorded.as_ref());
-                write_status(
+                let written = write_status(
                     ctx,
                     node,
                     id,
@@ -383,8 +383,8 @@ async fn converge(
                     Some(&error),
                     &cert,
                 )
-                .await?;
-                return Err(ReconcileError::StatusReported(Box::new(error)));
+                .await;
+                return Err(ReconcileError::reported(error, written));
             }
         }
     }
@@ -965,7 +965,7 @@ async fn report_failure(node: &PuppetNode, ctx: &Context, error: &ReconcileError
         )
         .await
     {
-        tracing::warn!(error = %e, "could not write failure status");
+        tracing::warn!(error = %chain(&e), "could not write failure status");
     }
 }
 
@@ -1073,6 +1073,22 @@ mod tests {
         assert_ne!(
             error_policy(node(), &unavailable(), ctx),
             Requeue::requeue(Duration::from_secs(300))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ca_asking_to_retry_later_is_not_asked_sooner() {
+        let ctx = context().await;
+        let busy = ReconcileError::Ca(crate::ca::CaError::status(
+            "list",
+            503,
+            "busy",
+            Some(Duration::from_secs(30)),
+        ));
+        // The first backoff step is about 1 s; the CA asked for 30.
+        assert_eq!(
+            error_policy(node(), &busy, ctx),
+            Requeue::requeue(Duration::from_secs(30))
         );
     }
 

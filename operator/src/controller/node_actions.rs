@@ -16,6 +16,7 @@ use crate::cloud::{tags, Instance, LaunchRequest};
 use crate::identity;
 use crate::plan::{Action, Plan, TerminateReason};
 use crate::records::{NodeRecord, RecordOwner, RecordState, WriteOutcome};
+use crate::sync::lock;
 use crate::userdata::{self, UserDataInput};
 
 /// Names and keys of one node, derived from its metadata.
@@ -210,7 +211,7 @@ impl Acting<'_> {
     /// Whether the listing (or this pass) saw a record object for `certname`.
     fn record_listed(&self, certname: &str) -> bool {
         self.snapshot.records.records.contains_key(certname)
-            || self.written.lock().is_ok_and(|w| w.contains_key(certname))
+            || lock(&self.written).contains_key(certname)
     }
 
     /// Our record of `certname`, read now; `None` when absent or another node's.
@@ -362,11 +363,9 @@ impl Acting<'_> {
 
     /// Writes `record` if its content changed (conditional on the listed version).
     async fn put_record(&self, record: &NodeRecord) -> Result<bool, ReconcileError> {
-        let listed = self
-            .written
-            .lock()
-            .ok()
-            .and_then(|w| w.get(&record.certname).cloned())
+        let listed = lock(&self.written)
+            .get(&record.certname)
+            .cloned()
             .or_else(|| self.snapshot.records.records.get(&record.certname).cloned());
         match self
             .services
@@ -375,9 +374,7 @@ impl Acting<'_> {
             .await?
         {
             WriteOutcome::Written(l) => {
-                if let Ok(mut w) = self.written.lock() {
-                    w.insert(record.certname.clone(), l.clone());
-                }
+                lock(&self.written).insert(record.certname.clone(), l.clone());
                 self.ctx
                     .snapshots
                     .record(&self.id.master_key, &record.certname, Some(l))

@@ -8,7 +8,7 @@
 //! orphans.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,7 @@ use super::snapshot::Snapshot;
 use crate::ca::CertState;
 use crate::cloud::tags;
 use crate::identity;
+use crate::sync::lock;
 
 /// How far puppetserver backdates a certificate's notBefore: one day (measured on 7.9:
 /// signed at 07:37:49, notBefore 07:37:49 the day before). The signing time is notBefore
@@ -248,8 +249,7 @@ struct MasterMemory {
 
 impl OrphanTracker {
     fn with<R>(&self, master_key: &str, f: impl FnOnce(&mut MasterMemory) -> R) -> R {
-        // A poisoned lock only means a panic elsewhere mid-update; the maps stay usable.
-        let mut masters = self.masters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut masters = lock(&self.masters);
         f(masters.entry(master_key.to_string()).or_default())
     }
 
@@ -299,7 +299,7 @@ impl OrphanTracker {
 
     /// Forgets everything about a master (it was deleted).
     pub fn forget_master(&self, master_key: &str) {
-        let mut masters = self.masters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut masters = lock(&self.masters);
         masters.remove(master_key);
     }
 }

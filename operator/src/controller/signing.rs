@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::Resource;
 
-use super::error::ReconcileError;
+use super::error::{chain, ReconcileError};
 use super::node_actions::Acting;
 use crate::api::master::SigningMode;
 use crate::ca::{CaError, CertState};
@@ -138,7 +138,7 @@ pub async fn police_waiting_csr(
         if sign_not_applied(&error) {
             // The CA answered that it did not sign: the claim may be used again.
             if let Err(e) = services.records.put_signature(&ours).await {
-                tracing::warn!(certname, error = %e, "could not clear the sign request");
+                tracing::warn!(certname, error = %chain(&e), "could not clear the sign request");
                 acting.ctx.unsigned_claims.remember(ours.clone());
             }
         }

@@ -21,6 +21,7 @@ use super::services::MasterServices;
 use crate::ca::{CertState, CertificateInfo};
 use crate::cloud::{tags, Instance, InstanceState};
 use crate::records::{ListedRecord, RecordListing};
+use crate::sync::lock;
 
 /// What was observed of one master's cloud, bucket and CA.
 #[derive(Clone, Debug)]
@@ -151,11 +152,10 @@ pub fn merge_recent_launches(
 
 impl SnapshotCache {
     fn slot(&self, master_key: &str) -> Arc<Mutex<Slot>> {
-        match self.slots.lock() {
-            Ok(mut map) => map.entry(master_key.to_string()).or_default().clone(),
-            // A poisoned map only loses sharing, never correctness: observe afresh.
-            Err(_) => Arc::new(Mutex::new(Slot::default())),
-        }
+        lock(&self.slots)
+            .entry(master_key.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The master's snapshot, taken anew when missing or older than `max_age`, with its
@@ -220,9 +220,7 @@ impl SnapshotCache {
     /// A stream of the nodes (`namespace/name`) whose instance a new describe found gone.
     pub fn subscribe_vanished(&self) -> UnboundedReceiver<String> {
         let (tx, rx) = unbounded_channel();
-        if let Ok(mut subscribers) = self.vanished.lock() {
-            subscribers.push(tx);
-        }
+        lock(&self.vanished).push(tx);
         rx
     }
 
@@ -230,21 +228,16 @@ impl SnapshotCache {
         if nodes.is_empty() {
             return;
         }
-        // A poisoned list only loses the early wake; the node's resync still comes.
-        if let Ok(mut subscribers) = self.vanished.lock() {
-            subscribers.retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
-        }
+        lock(&self.vanished).retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
     }
 
     fn merge_launches(&self, master_key: &str, instances: &mut Vec<Instance>) {
-        // A poisoned map only loses the merge; the describe itself is still used.
-        if let Ok(mut launches) = self.launches.lock() {
-            let recent = launches.remove(master_key).unwrap_or_default();
-            let awaited =
-                merge_recent_launches(instances, recent, Instant::now(), LAUNCH_VISIBILITY_GRACE);
-            if !awaited.is_empty() {
-                launches.insert(master_key.to_string(), awaited);
-            }
+        let mut launches = lock(&self.launches);
+        let recent = launches.remove(master_key).unwrap_or_default();
+        let awaited =
+            merge_recent_launches(instances, recent, Instant::now(), LAUNCH_VISIBILITY_GRACE);
+        if !awaited.is_empty() {
+            launches.insert(master_key.to_string(), awaited);
         }
     }
 
@@ -253,12 +246,10 @@ impl SnapshotCache {
     /// RunInstances answer arrived late), what the describe saw is kept. Until a describe
     /// shows it, later snapshots keep it too (EC2's describe lags behind its launches).
     pub async fn launched(&self, master_key: &str, instance: Instance) {
-        if let Ok(mut launches) = self.launches.lock() {
-            launches
-                .entry(master_key.to_string())
-                .or_default()
-                .push((instance.clone(), Instant::now()));
-        }
+        lock(&self.launches)
+            .entry(master_key.to_string())
+            .or_default()
+            .push((instance.clone(), Instant::now()));
         self.update(master_key, |s| {
             if !s.instances.iter().any(|i| i.id == instance.id) {
                 s.instances.push(instance);

@@ -14,7 +14,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::sync::lock;
 pub use error::MetricsError;
 pub use instrumented::{MeteredCa, MeteredCloud, MeteredRecords};
 use labels::{
@@ -111,12 +112,7 @@ impl Metrics {
     /// The node counts of `master` by phase; phases counted before and absent
     /// now are set to 0.
     pub fn set_nodes_by_phase(&self, master: &str, counts: &BTreeMap<String, i32>) {
-        // A poisoned lock only means another thread panicked mid-update; the
-        // set is still usable.
-        let mut seen = self
-            .phases_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = lock(&self.phases_seen);
         let phases = seen.entry(master.to_string()).or_default();
         for phase in phases.iter().filter(|p| !counts.contains_key(*p)) {
             self.nodes

@@ -256,15 +256,18 @@ async fn reject_invalid(kind: &str, invalid: &InvalidObject, ctx: &Context) -> R
     ReconcileError::InvalidObject(invalid.error.clone())
 }
 
-fn span(
+/// The span every reconcile of `kind` runs in.
+pub(crate) fn reconcile_span(
     kind: &'static str,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> tracing::Span {
+    // `object`, not `name`: a JSON line's span already has a `name` key (the span's), and
+    // a parser keeps one of two equal keys.
     tracing::info_span!(
         "reconcile",
         kind,
         namespace = meta.namespace.as_deref().unwrap_or_default(),
-        name = meta.name.as_deref().unwrap_or_default(),
+        object = meta.name.as_deref().unwrap_or_default(),
     )
 }
 
@@ -285,7 +288,7 @@ pub async fn reconcile_node(
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
     let started = Instant::now();
-    let span = span("PuppetNode", object.meta());
+    let span = reconcile_span("PuppetNode", object.meta());
     let result = match &object.0 {
         Ok(n) => {
             node::reconcile(Arc::new(n.clone()), ctx.clone())
@@ -318,7 +321,7 @@ pub async fn reconcile_master(
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
     let started = Instant::now();
-    let span = span("PuppetMaster", object.meta());
+    let span = reconcile_span("PuppetMaster", object.meta());
     let result = match &object.0 {
         Ok(m) => {
             master::reconcile(Arc::new(m.clone()), ctx.clone())

@@ -42,7 +42,7 @@
 //! infrastructure CRL.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -55,6 +55,7 @@ use pki::{colon_hex, Authority};
 use puppet_conductor_ca::{
     validate_certname, CaError, CertState, CertificateInfo, PuppetCa, DEFAULT_TIMEOUT,
 };
+use puppet_conductor_core::sync::lock;
 use server::{CaState, Context, Http, Issued, Policy};
 
 mod pki;
@@ -175,7 +176,7 @@ impl FakeCa {
     /// The CA's key (any key rcgen signs with), for certificates identical across runs.
     #[must_use]
     pub fn with_ca_key(self, key: KeyPair) -> Self {
-        *self.ca_key.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
+        *lock(&self.ca_key) = Some(key);
         self
     }
 
@@ -312,7 +313,7 @@ impl FakeCa {
 
     fn with<T>(&self, f: impl FnOnce(&mut CaState) -> T) -> T {
         // Every change under the lock is complete before anything can fail.
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut lock(&self.state))
     }
 
     fn policy(&self) -> Policy {
@@ -326,11 +327,7 @@ impl FakeCa {
     fn authority(&self) -> Result<&Authority, &str> {
         self.authority
             .get_or_init(|| {
-                let key = self
-                    .ca_key
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                let key = lock(&self.ca_key).take();
                 Authority::new(key, self.now()).map_err(|e| format!("the fake CA has no key: {e}"))
             })
             .as_ref()

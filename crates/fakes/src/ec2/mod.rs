@@ -28,7 +28,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -39,6 +39,7 @@ use puppet_conductor_cloud::ec2::DEFAULT_PAGE_SIZE;
 use puppet_conductor_cloud::{
     tags, CallCounts, Cloud, CloudError, Instance, LaunchRequest, DEFAULT_CALL_TIMEOUT,
 };
+use puppet_conductor_core::sync::lock;
 use region::{Region, Settings};
 
 /// How long EC2 keeps listing a terminated instance unless configured otherwise
@@ -222,7 +223,7 @@ impl FakeEc2 {
 
     fn locked<T>(&self, f: impl FnOnce(&mut Region) -> T) -> T {
         // Every change under the lock is complete before anything can panic.
-        f(&mut self.region.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut lock(&self.region))
     }
 
     /// Run `f` on the region now, after forgetting what has expired.

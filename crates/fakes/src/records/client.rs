@@ -3,7 +3,6 @@
 //! HEAD before GET, the errors the SDK would return.
 
 use std::collections::BTreeMap;
-use std::sync::PoisonError;
 
 use chrono::{DateTime, Utc};
 
@@ -11,6 +10,7 @@ use super::bucket::{same_etag, Bucket, Condition, Page, PutRefused};
 use super::FakeRecords;
 use crate::{Call, Fate, FaultKind, System};
 use puppet_conductor_core::certname::validate_certname;
+use puppet_conductor_core::sync::lock;
 use puppet_conductor_records::{
     sha256_hex, ListedRecord, NodeRecord, RecordOwner, RecordsError, SignatureRecord,
 };
@@ -51,7 +51,7 @@ impl FakeRecords {
         apply: impl FnOnce(&mut Bucket, DateTime<Utc>) -> T,
     ) -> Result<T, RecordsError> {
         {
-            let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut c = lock(&self.counts);
             match counter {
                 Counter::List => c.list_pages += 1,
                 Counter::Get => c.gets += 1,

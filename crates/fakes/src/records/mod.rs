@@ -33,7 +33,7 @@
 //! versions, no multipart uploads, no other buckets and no missing bucket.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -49,6 +49,7 @@ use bucket::{same_etag, Bucket, Condition, Entry};
 use client::{
     check_certname, signature_bytes, stored_from_body, Counter, Stored, META_CHECKED_IN_AT,
 };
+use puppet_conductor_core::sync::lock;
 
 mod bucket;
 mod client;
@@ -161,7 +162,7 @@ impl FakeRecords {
     /// Requests this client made so far, by kind, whatever their fate (as
     /// [`S3Records::counts`](puppet_conductor_records::S3Records::counts)).
     pub fn calls(&self) -> CallCounts {
-        *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.counts)
     }
 
     /// ListObjectsV2 pages this client asked for (of [`Records::list`]).
@@ -240,11 +241,11 @@ impl FakeRecords {
 
     fn with_bucket<T>(&self, f: impl FnOnce(&mut Bucket) -> T) -> T {
         // Every change under the lock is a single insert, remove or clear.
-        f(&mut self.bucket.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut lock(&self.bucket))
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
-        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.known)
     }
 
     fn remember(&self, key: &str, stored: Option<Stored>) {
