@@ -9,6 +9,7 @@
 pub mod certificate;
 pub mod certname;
 pub mod csr;
+pub mod duration;
 pub mod identity;
 pub mod instance;
 pub mod lease;

@@ -11,14 +11,10 @@ pub mod events;
 pub mod finalizers;
 pub mod guards;
 pub mod master;
-pub mod master_deletion;
 pub mod node;
-pub mod node_actions;
-pub mod orphan_sweep;
 pub mod orphans;
 pub mod secret_hold;
 pub mod services;
-pub mod signing;
 pub mod snapshot;
 
 pub use context::Context;

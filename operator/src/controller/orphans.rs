@@ -2,7 +2,7 @@
 //! records of one master that no live PuppetNode owns.
 //!
 //! The master reconciler observes (a [`Snapshot`] and the live nodes as [`Owners`]),
-//! [`find_orphans`] decides, and [`super::orphan_sweep::sweep`] reports or cleans up.
+//! [`find_orphans`] decides, and [`super::master::sweep::sweep`] reports or cleans up.
 //! Nothing younger than the minimum age is ever due: a node being created may not be in
 //! the caller's cache yet, and its instance, CSR and record must not be mistaken for
 //! orphans.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::controller::context::{NodeSettings, Scope};
-use crate::controller::signing::parse_duration;
+use crate::duration::parse_duration;
 use crate::leader::LeaseSettings;
 use crate::telemetry::LogFormat;
 

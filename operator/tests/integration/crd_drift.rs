@@ -112,7 +112,7 @@ fn checked_in_crds_match_the_types() {
         .collect();
     assert!(
         problems.is_empty(),
-        "the checked-in CRD YAML is out of date with operator/src/api: {FIX}\n  {}",
+        "the checked-in CRD YAML is out of date with crates/api/src: {FIX}\n  {}",
         problems.join("\n  ")
     );
 }

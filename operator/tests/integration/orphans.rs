@@ -16,7 +16,7 @@ use puppet_conductor::api::PuppetMaster;
 use puppet_conductor::ca::{CertState, HttpCa, PuppetCa};
 use puppet_conductor::cloud::{tags, Cloud, Ec2Cloud};
 use puppet_conductor::controller::events::{MemoryEvents, RecordedEvent};
-use puppet_conductor::controller::orphan_sweep::{sweep, SweepReport};
+use puppet_conductor::controller::master::sweep::{sweep, SweepReport};
 use puppet_conductor::controller::orphans::{
     find_orphans, OrphanKind, OrphanScan, OrphanTracker, Owners,
 };

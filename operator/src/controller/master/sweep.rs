@@ -1,4 +1,4 @@
-//! The orphan sweep's I/O: reports or cleans up what [`super::orphans::find_orphans`]
+//! The orphan sweep's I/O: reports or cleans up what [`crate::controller::orphans::find_orphans`]
 //! found, as the master's `spec.orphans.action` says.
 //!
 //! `Ignore` emits one Warning `OrphanFound` per orphan (once, not every pass).
@@ -13,11 +13,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 
-use super::error::{chain, ReconcileError};
-use super::events::EventSink;
-use super::orphans::{Orphan, OrphanKind, OrphanScan, OrphanTracker};
-use super::services::MasterServices;
 use crate::api::master::{OrphanAction, PuppetMaster};
+use crate::controller::error::{chain, ReconcileError};
+use crate::controller::events::EventSink;
+use crate::controller::orphans::{Orphan, OrphanKind, OrphanScan, OrphanTracker};
+use crate::controller::services::MasterServices;
 
 /// Event reason: an orphan was found and left in place.
 pub const REASON_FOUND: &str = "OrphanFound";

@@ -1,16 +1,14 @@
 //! Operator-mode signing: a waiting CSR is signed only when it proves it comes from the
 //! instance launched for the node's current incarnation (DESIGN.md, "Identity and trust").
 
-use std::time::Duration;
-
 use chrono::Utc;
 use kube::Resource;
 
-use super::error::{chain, ReconcileError};
-use super::node_actions::Acting;
+use super::act::Acting;
 use crate::api::master::SigningMode;
 use crate::ca::{CaError, CertState};
 use crate::certificate::pem_public_key_sha256;
+use crate::controller::error::{chain, ReconcileError};
 use crate::csr::parse_csr;
 use crate::records::{SignatureRecord, Signer};
 use crate::trust::{after_claim, claim_for, decide, Decision, Facts, NodeFacts, Refusal};
@@ -24,34 +22,6 @@ pub enum SigningOutcome {
     Signed,
     /// The CSR was refused (a Warning event says why) and removed when it was ours.
     Refused(&'static str),
-}
-
-/// Parses a Go-style duration (`10s`, `1m30s`, `500ms`) as used in the CRD.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else {
-            return None;
-        };
-        total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
-        rest = &rest[len..];
-    }
-    Some(total)
 }
 
 /// Verifies the current incarnation's waiting CSR and, in Operator mode, signs it; in both
@@ -318,6 +288,8 @@ fn short(digest: &str) -> &str {
 
 #[cfg(test)]
 mod sign_applied_tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -343,22 +315,5 @@ mod sign_applied_tests {
             timeout: Duration::from_secs(1),
         };
         assert!(!sign_not_applied(&timeout), "a timeout may have signed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("5d"), None);
     }
 }

@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 
 use kube::{Resource, ResourceExt};
 
-use super::error::ReconcileError;
-use super::services::MasterServices;
-use super::snapshot::Snapshot;
-use super::Context;
 use crate::api::master::PuppetMaster;
 use crate::api::node::{HttpTokens, PuppetNode};
 use crate::ca::CertState;
 use crate::certificate::pem_public_key_sha256;
 use crate::cloud::{tags, Instance, LaunchRequest};
+use crate::controller::error::ReconcileError;
+use crate::controller::services::MasterServices;
+use crate::controller::snapshot::Snapshot;
+use crate::controller::Context;
 use crate::identity;
 use crate::plan::{Action, Plan, TerminateReason};
 use crate::records::{NodeRecord, RecordOwner, RecordState, WriteOutcome};

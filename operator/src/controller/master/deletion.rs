@@ -11,13 +11,14 @@ use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
-use super::error::ReconcileError;
-use super::finalizers::{has_finalizer, remove_finalizer};
-use super::master::{live_nodes, publish_flips, write_status};
-use super::secret_hold::{hold, release_for};
-use super::{Context, MASTER_FINALIZER};
+use super::live_nodes;
+use super::status::{publish_flips, write_status};
 use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
+use crate::controller::error::ReconcileError;
+use crate::controller::finalizers::{has_finalizer, remove_finalizer};
+use crate::controller::secret_hold::{hold, release_for};
+use crate::controller::{Context, MASTER_FINALIZER};
 use crate::status::conditions::set_condition_status;
 
 /// Reason of `Ready=False` while the master waits for its nodes to go.

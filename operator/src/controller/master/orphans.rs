@@ -1,0 +1,76 @@
+//! The orphan sweep of one master: observe waiting CSRs, find what no live node owns,
+//! report or clean it up, and publish the ages and counts.
+
+use chrono::Utc;
+
+use super::sweep::sweep;
+use super::LiveNodes;
+use crate::api::master::PuppetMaster;
+use crate::controller::error::{chain, ReconcileError};
+use crate::controller::orphans::{find_orphans, Owners};
+use crate::controller::services::MasterServices;
+use crate::controller::Context;
+use crate::duration::parse_duration;
+
+/// Reports or cleans up what no live node owns (after `orphans.minAge`), and publishes
+/// pending-CSR ages. Uses the same shared snapshot as the node reconciles.
+pub(super) async fn sweep_orphans(
+    master: &PuppetMaster,
+    ctx: &Context,
+    key: &str,
+    services: &MasterServices,
+    live: &LiveNodes,
+) -> Result<(), ReconcileError> {
+    let snapshot = ctx
+        .snapshots
+        .get(
+            key,
+            services,
+            ctx.settings.snapshot_max_age,
+            ctx.settings.snapshot_max_age,
+        )
+        .await?;
+    let now = Utc::now();
+    let first_seen = ctx.orphans.observe_csrs(key, &snapshot, now);
+    let ages: Vec<f64> = first_seen
+        .values()
+        .map(|t| (now - *t).num_milliseconds().max(0) as f64 / 1000.0)
+        .collect();
+    for age in &ages {
+        ctx.metrics.observe_pending_csr_age(*age);
+    }
+    ctx.metrics
+        .set_oldest_pending_csr_age(key, ages.iter().copied().fold(0.0, f64::max));
+
+    // Validated before: an unparsable minAge never gets here.
+    let min_age = parse_duration(&master.spec.orphans.min_age)
+        .ok_or_else(|| ReconcileError::InvalidSpec("orphans.minAge".to_string()))?;
+    let owners = Owners {
+        node_uids: live.uids.clone(),
+        certnames: live.certnames.clone(),
+    };
+    let scan = find_orphans(&snapshot, &owners, &first_seen, now, min_age);
+    let result = sweep(
+        master,
+        key,
+        &ctx.settings.operator_id,
+        services,
+        &scan,
+        &ctx.orphans,
+        ctx.events.as_ref(),
+    )
+    .await;
+    if let Ok(report) = &result {
+        for orphan in &report.cleaned {
+            ctx.metrics
+                .count_orphans(key, orphan.kind.as_str(), "cleaned");
+        }
+        ctx.metrics.set_orphans_left(key, &report.left_by_kind());
+        if !report.cleaned.is_empty() {
+            ctx.snapshots.invalidate(key).await;
+        }
+    }
+    result.map(|_| ()).inspect_err(|error| {
+        tracing::warn!(master = key, error = %chain(error), "orphan sweep incomplete");
+    })
+}

@@ -1,0 +1,240 @@
+//! One pass of a node after observing: plan → act → sign → status.
+
+use std::time::Duration;
+
+use kube::runtime::controller::Action as Requeue;
+use kube::Resource;
+
+use super::act::{Acting, NodeIdentity};
+use super::observe::{
+    certificate_at_ca, certname_conflict, observe, recorded_signature, vanish_confirmed,
+};
+use super::report::{report_adoption, report_conflict, report_lost_certificate};
+use super::sign::{confirm, police_waiting_csr, SigningOutcome};
+use super::status::{write_status, CertView};
+use crate::api::conditions as cond;
+use crate::api::master::PuppetMaster;
+use crate::api::node::{Phase, PuppetNode, ReplacePolicy};
+use crate::ca::CertState;
+use crate::certificate::standing::{standing, Recorded, Standing};
+use crate::controller::error::ReconcileError;
+use crate::controller::services::MasterServices;
+use crate::controller::snapshot::Snapshot;
+use crate::controller::Context;
+use crate::duration::parse_duration;
+use crate::plan::plan;
+use crate::status::conditions::{is_true, reason_of};
+
+pub(super) async fn converge(
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    id: &NodeIdentity,
+    deleting: bool,
+) -> Result<Requeue, ReconcileError> {
+    let mut observed = observe(node, services, snapshot, id, deleting).await?;
+    observed.master_deleting = master.meta().deletion_timestamp.is_some();
+    observed.vanish_confirmed = vanish_confirmed(ctx, &observed, snapshot);
+    observed.launch_unsettled = deleting
+        && ctx
+            .launch_attempts
+            .unsettled(&id.key, ctx.settings.instance_visibility_grace);
+    let first = plan(&observed);
+    let certname = id.certname(node, first.incarnation);
+    let conflict = certname_conflict(ctx, node, master, id, &certname).await?;
+    let at_ca = certificate_at_ca(services, snapshot, &certname, first.phase).await?;
+    let ca_holds_certificate = at_ca
+        .as_ref()
+        .and_then(Option::as_ref)
+        .is_some_and(|c| c.state != CertState::Requested);
+    let (mut recorded, claim) = recorded_signature(
+        ctx,
+        node,
+        services,
+        snapshot,
+        id,
+        first.incarnation,
+        ca_holds_certificate,
+    )
+    .await?;
+    let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref))
+        .for_derived_certname(node.spec.certname.is_none());
+    // A lost verdict fences and replaces: it is confirmed by the CA as it is now, not by a
+    // listing that may predate a signature made since (autosign signs outside this
+    // process; simulation seed 2886 read such a certificate as vanished).
+    let at_ca = if standing.is_lost() && snapshot.certificates.is_some() {
+        let now = services.ca.status(&certname).await?;
+        standing = crate::certificate::standing::standing(recorded.as_ref(), Some(now.as_ref()))
+            .for_derived_certname(node.spec.certname.is_none());
+        Some(now)
+    } else {
+        at_ca
+    };
+    observed.certname_conflict = conflict.is_some();
+    observed.fence_current = !deleting
+        && standing.is_lost()
+        && node.spec.replace_policy == ReplacePolicy::Replace
+        && ctx.replacements.acquire(
+            &id.master_key,
+            &id.key,
+            ctx.settings.max_replacements_per_master,
+        );
+    let the_plan = plan(&observed);
+    if deleting || !standing.is_lost() {
+        ctx.replacements.release(&id.master_key, &id.key);
+    }
+    if the_plan.incarnation != first.incarnation {
+        // A new incarnation: nothing is recorded or at the CA for it yet.
+        recorded = None;
+        standing = Standing::NoRequest;
+    }
+    let acting = Acting {
+        ctx,
+        node,
+        master,
+        services,
+        id,
+        snapshot,
+        written: Default::default(),
+        conflict: conflict.clone(),
+    };
+    // Events on transitions only: a conflict or a lost certificate that lasts is in the
+    // conditions, not in a new event every pass.
+    let before = node.status.as_ref();
+    let before_conditions = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    if let Some(other) = &conflict {
+        if !is_true(before_conditions, cond::CERTNAME_CONFLICT) {
+            report_conflict(ctx, node, &certname, other).await;
+        }
+    }
+    let at_ca = at_ca
+        .flatten()
+        .filter(|_| the_plan.incarnation == first.incarnation);
+    let view = |standing, recorded| CertView {
+        standing,
+        recorded,
+        at_ca: at_ca.as_ref(),
+        conflict: conflict.as_deref(),
+    };
+    let outcome = match acting.run(&the_plan).await {
+        Ok(o) => o,
+        Err(error) => {
+            let cert = view(standing, recorded.as_ref());
+            let written = write_status(
+                ctx,
+                node,
+                id,
+                snapshot,
+                &the_plan,
+                None,
+                Some(&error),
+                &cert,
+            )
+            .await;
+            return Err(ReconcileError::reported(error, written));
+        }
+    };
+    if deleting && !the_plan.release {
+        let cert = view(standing, recorded.as_ref());
+        write_status(ctx, node, id, snapshot, &the_plan, None, None, &cert).await?;
+        return Err(ReconcileError::CleanupInProgress(
+            "waiting for instances to shut down".into(),
+        ));
+    }
+    if the_plan.release {
+        ctx.launch_attempts.settled(&id.key);
+        ctx.events
+            .publish(
+                &node.object_ref(&()),
+                false,
+                "Released",
+                "Cleanup",
+                "cleanup confirmed; finalizer released".into(),
+            )
+            .await;
+        return Ok(Requeue::await_change());
+    }
+    report_adoption(ctx, node, &the_plan, &outcome).await;
+    let launched_id = outcome.launched.as_ref().map(|i| i.id.clone());
+    let mut signed = false;
+    // Any CSR waiting for the current certname is policed, whatever was signed before:
+    // after a clean, a new CSR is a replay to refuse and remove.
+    let csr_waiting = at_ca
+        .as_ref()
+        .is_some_and(|c| c.state == CertState::Requested);
+    if let (Phase::AwaitingCsr, true, Some(instance_id)) =
+        (the_plan.phase, csr_waiting, the_plan.instance_id.as_deref())
+    {
+        match police_waiting_csr(&acting, the_plan.incarnation, instance_id).await {
+            Ok(SigningOutcome::Signed) => signed = true,
+            Ok(_) => {}
+            Err(error) => {
+                let cert = view(standing, recorded.as_ref());
+                let written = write_status(
+                    ctx,
+                    node,
+                    id,
+                    snapshot,
+                    &the_plan,
+                    launched_id,
+                    Some(&error),
+                    &cert,
+                )
+                .await;
+                return Err(ReconcileError::reported(error, written));
+            }
+        }
+    }
+    if let (Standing::Unconfirmed, Some(claim)) = (standing, &claim) {
+        // Signed by autosign, or by a pass that stopped before recording it: confirm the CA
+        // signed the claimed key and record the certificate's serial and fingerprint.
+        match confirm(&acting, claim).await? {
+            Some(confirmed) => {
+                recorded = Some(Recorded::from(&confirmed));
+                standing = Standing::Signed;
+            }
+            None => standing = Standing::Replaced,
+        }
+    }
+    let newly_lost = reason_of(before_conditions, cond::CERTIFICATE_SIGNED)
+        != Some(standing.reason())
+        || before.and_then(|s| s.phase) != Some(the_plan.phase);
+    if standing.is_lost() && newly_lost {
+        report_lost_certificate(ctx, node, &certname, standing, &the_plan).await;
+    }
+    let cert = view(standing, recorded.as_ref());
+    let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None, &cert).await?;
+    if let Some(instance) = &outcome.launched {
+        ctx.events
+            .publish(
+                &node.object_ref(&()),
+                false,
+                "Launched",
+                "Launch",
+                format!(
+                    "launched {} for incarnation {} (certname {})",
+                    instance.id,
+                    the_plan.incarnation,
+                    id.certname(node, the_plan.incarnation)
+                ),
+            )
+            .await;
+    }
+    if signed {
+        // The next pass must see the CA's new state, not this pass's listing.
+        ctx.snapshots.invalidate(&id.master_key).await;
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    Ok(match phase {
+        // Nothing here changes until the other node goes: look again at the resync.
+        _ if conflict.is_some() => Requeue::requeue(ctx.settings.resync),
+        Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
+        // Waiting for a CSR: poll at the master's signing interval.
+        Phase::AwaitingCsr => Requeue::requeue(
+            parse_duration(&master.spec.signing.poll_interval).unwrap_or(ctx.settings.converging),
+        ),
+        _ => Requeue::requeue(ctx.settings.converging),
+    })
+}

@@ -1,0 +1,148 @@
+//! The PuppetNode reconciler: observe → plan → act → sign → status, one file a stage.
+
+pub mod act;
+mod converge;
+mod observe;
+mod report;
+pub mod sign;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Resource, ResourceExt};
+
+use self::act::NodeIdentity;
+use self::converge::converge;
+use self::report::report_failure;
+use crate::api::master::{PuppetMaster, SigningMode};
+use crate::api::node::PuppetNode;
+use crate::controller::error::ReconcileError;
+use crate::controller::finalizers::{add_finalizer, has_finalizer};
+use crate::controller::{Context, NODE_FINALIZER};
+use crate::duration::parse_duration;
+
+/// One reconcile pass of a node (the `Controller`'s reconcile function).
+pub async fn reconcile(
+    node: Arc<PuppetNode>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let id = NodeIdentity::of(&node)?;
+    let result = reconcile_inner(node.clone(), &ctx, &id).await;
+    match &result {
+        Ok(_) => ctx.backoff.reset(&id.key),
+        Err(error) if matches!(error.root(), ReconcileError::CleanupInProgress(_)) => {
+            ctx.backoff.reset(&id.key)
+        }
+        Err(error) => report_failure(&node, &ctx, error).await,
+    }
+    result
+}
+
+/// Error policy: permanent errors wait for a change, transient ones back off per object.
+pub fn error_policy(node: Arc<PuppetNode>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    if error.is_permanent() {
+        return Requeue::await_change();
+    }
+    if matches!(error.root(), ReconcileError::CleanupInProgress(_)) {
+        return Requeue::requeue(ctx.settings.converging);
+    }
+    let key = format!(
+        "{}/{}",
+        node.namespace().unwrap_or_default(),
+        node.name_any()
+    );
+    Requeue::requeue(ctx.backoff.next_delay_at_least(&key, error.retry_after()))
+}
+
+async fn reconcile_inner(
+    node: Arc<PuppetNode>,
+    ctx: &Context,
+    id: &NodeIdentity,
+) -> Result<Requeue, ReconcileError> {
+    let ns = node
+        .namespace()
+        .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    let nodes: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let masters: Api<PuppetMaster> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let deleting = node.meta().deletion_timestamp.is_some();
+    let finalized = has_finalizer(node.as_ref(), NODE_FINALIZER);
+    if deleting && !finalized {
+        return Ok(Requeue::await_change());
+    }
+
+    let master = masters
+        .get_opt(&node.spec.master_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+        .ok_or_else(|| ReconcileError::MasterNotFound(id.master_key.clone()))?;
+    let services = ctx.services.services(&master).await?;
+
+    // Observe before adding the finalizer: a node whose cloud was never reachable (bad
+    // credentials, wrong endpoint) holds nothing to clean up and must stay deletable.
+    let snapshot = ctx
+        .snapshots
+        .get(
+            &id.master_key,
+            &services,
+            ctx.settings.snapshot_max_age,
+            ca_listing_age_limit(&master, ctx.settings.snapshot_max_age),
+        )
+        .await?;
+
+    let node = if deleting || finalized {
+        node
+    } else {
+        // Before this node can launch anything, the Secrets its cleanup needs are held:
+        // a namespace deleted before the master's first pass would take them otherwise.
+        // The master likewise: deleted before its first pass, it would vanish and leave
+        // this node nothing to clean up with.
+        super::secret_hold::hold(ctx, &ns, &master).await?;
+        if master.meta().deletion_timestamp.is_none()
+            && !has_finalizer(&master, super::MASTER_FINALIZER)
+        {
+            add_finalizer(&masters, &master, super::MASTER_FINALIZER).await?;
+        }
+        Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)
+    };
+    finalizer(&nodes, NODE_FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => {
+                converge(&node, &master, &services, &snapshot, ctx, id, false).await
+            }
+            FinalizerEvent::Cleanup(node) => {
+                converge(&node, &master, &services, &snapshot, ctx, id, true).await
+            }
+        }
+    })
+    .await
+    .or_else(|e| match e {
+        // A pass that started from a stale copy after an earlier pass released the node:
+        // the object is gone, so the finalizer is too; nothing failed.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(ref api))
+            if api.code == 404 =>
+        {
+            Ok(Requeue::await_change())
+        }
+        e => Err(ReconcileError::Finalizer(Box::new(e))),
+    })
+}
+
+/// How old the CA listing of the master's shared snapshot may be for this pass. In
+/// `Operator` mode it is what signing polls, so it is never older than
+/// `signing.pollInterval`: one listing per master per interval, while instances and
+/// records are still observed once per snapshot age.
+fn ca_listing_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
+    match master.spec.signing.mode {
+        SigningMode::Operator => parse_duration(&master.spec.signing.poll_interval)
+            .map_or(max_age, |poll| poll.min(max_age)),
+        SigningMode::Policy => max_age,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! Observe: what the planner needs, from the shared snapshot, status, the record and
+//! (only when the listing could not say) the CA.
+
+use std::collections::BTreeSet;
+
+use kube::ResourceExt;
+
+use super::act::NodeIdentity;
+use crate::api::master::PuppetMaster;
+use crate::api::node::{Phase, PuppetNode};
+use crate::ca::CertificateInfo;
+use crate::certificate::standing::Recorded;
+use crate::controller::certname_owners::{normalize_ca_url, Claimant};
+use crate::controller::error::ReconcileError;
+use crate::controller::services::MasterServices;
+use crate::controller::snapshot::{ca_has, Snapshot};
+use crate::controller::Context;
+use crate::plan::{plan, Observed};
+use crate::records::SignatureRecord;
+
+/// What the planner needs, from the snapshot, status and (only on the launch path) the record.
+pub(super) async fn observe(
+    node: &PuppetNode,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    id: &NodeIdentity,
+    deleting: bool,
+) -> Result<Observed, ReconcileError> {
+    let status = node.status.clone().unwrap_or_default();
+    let instances = snapshot.node_instances(&id.uid);
+    let ca_present_incarnations = snapshot.certificates.as_ref().map(|certs| {
+        let max = instances
+            .iter()
+            .map(crate::plan::instance_incarnation)
+            .chain(status.incarnation)
+            .max()
+            .unwrap_or(1);
+        (1..=max)
+            .filter(|inc| ca_has(certs, &id.certname(node, *inc)))
+            .collect::<BTreeSet<i64>>()
+    });
+    let mut observed = Observed {
+        deleting,
+        replace_policy: node.spec.replace_policy,
+        deletion_policy: node.spec.deletion_policy,
+        status_incarnation: status.incarnation,
+        record_incarnation: None,
+        record_instance_id: None,
+        status_instance_id: status.instance_id.clone(),
+        instances,
+        fixed_certname: node.spec.certname.is_some(),
+        ca_present_incarnations,
+        older_record_incarnations: BTreeSet::new(),
+        fence_current: false,
+        certname_conflict: false,
+        master_deleting: false,
+        vanish_confirmed: false,
+        launch_unsettled: false,
+    };
+    if node.spec.certname.is_none() {
+        let max = observed
+            .instances
+            .iter()
+            .map(crate::plan::instance_incarnation)
+            .chain(status.incarnation)
+            .max()
+            .unwrap_or(1);
+        observed.older_record_incarnations = (1..max)
+            .filter(|inc| {
+                let certname = id.certname(node, *inc);
+                snapshot.records.records.contains_key(&certname)
+                    || snapshot.records.signatures.contains(&certname)
+            })
+            .collect();
+    }
+    if deleting {
+        return Ok(observed);
+    }
+    // Status may be lost: when the plan would launch, the record (written before every
+    // launch, naming the instance after it) decides between "never launched" and "gone".
+    let first = plan(&observed);
+    if first.actions.contains(&crate::plan::Action::Launch) {
+        let certname = id.certname(node, first.incarnation);
+        if snapshot.records.records.contains_key(&certname) {
+            match services.records.get(&certname).await {
+                Ok(Some(record)) if record.owner.node_uid == id.uid => {
+                    observed.record_incarnation = Some(record.owner.incarnation);
+                    observed.record_instance_id = record.instance_id;
+                }
+                // Another node's record under this certname: not evidence about this node.
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Whether every instance status or the record names, and no describe shows, has been
+/// missing for the visibility grace (remembered per process: a restart waits it again).
+pub(super) fn vanish_confirmed(ctx: &Context, observed: &Observed, snapshot: &Snapshot) -> bool {
+    let named: BTreeSet<&String> = [&observed.status_instance_id, &observed.record_instance_id]
+        .into_iter()
+        .flatten()
+        .collect();
+    let grace = ctx.settings.instance_visibility_grace;
+    named.into_iter().fold(true, |all, id| {
+        let unconfirmed = if snapshot.instances.iter().any(|i| &i.id == id) {
+            ctx.absences.seen(id);
+            false
+        } else {
+            !ctx.absences.missing_for(id, grace)
+        };
+        all && !unconfirmed
+    })
+}
+
+/// The older node claiming `certname` on this master's CA, if any.
+pub(super) async fn certname_conflict(
+    ctx: &Context,
+    node: &PuppetNode,
+    master: &PuppetMaster,
+    id: &NodeIdentity,
+    certname: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let me = Claimant {
+        key: id.key.clone(),
+        uid: id.uid.clone(),
+        created: node.creation_timestamp(),
+        ca: Some(normalize_ca_url(&master.spec.ca.url)),
+        fixed_certname: node.spec.certname.clone(),
+    };
+    ctx.certname_owners
+        .conflict(
+            &ctx.client,
+            &ctx.settings.scope,
+            ctx.settings.snapshot_max_age,
+            me,
+            certname,
+        )
+        .await
+        .map_err(ReconcileError::Kube)
+}
+
+/// What was recorded of the incarnation's signature. Nothing unless the listing shows a
+/// signature record for the certname (status alone may be stale: a merge can keep an older
+/// incarnation's fields); then from status while it is current (no read), otherwise from
+/// the record itself (one read). Also returns the signature record when it was read.
+pub(super) async fn recorded_signature(
+    ctx: &Context,
+    node: &PuppetNode,
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    id: &NodeIdentity,
+    incarnation: i64,
+    ca_holds_certificate: bool,
+) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
+    let certname = id.certname(node, incarnation);
+    // The listing may predate a claim (autosign's, or one written since): when the CA
+    // holds a certificate, only status or a read of the signature record tells "not ours".
+    if !snapshot.records.signatures.contains(&certname) && !ca_holds_certificate {
+        return Ok((None, None));
+    }
+    let status = node.status.as_ref();
+    let from_status = status
+        .filter(|s| s.incarnation == Some(incarnation))
+        .and_then(|s| s.certificate.as_ref())
+        .filter(|c| c.signed_fingerprint.is_some())
+        .map(|c| Recorded {
+            serial: c.serial.clone(),
+            fingerprint: c.signed_fingerprint.clone(),
+            public_key_sha256: None,
+            spent: false,
+        });
+    if from_status.is_some() {
+        return Ok((from_status, None));
+    }
+    let mut signature = services
+        .records
+        .get_signature(&certname)
+        .await?
+        .filter(|s| s.is_for(&id.uid, incarnation));
+    if let Some(unsigned) = ctx.unsigned_claims.get(&certname) {
+        let stored = signature.as_ref();
+        if stored.is_some_and(|s| {
+            s.sign_requested
+                && s.fingerprint.is_none()
+                && s.public_key_sha256 == unsigned.public_key_sha256
+        }) {
+            // The CA said it did not sign: the record is cleared before it is read as spent.
+            services.records.put_signature(&unsigned).await?;
+            signature = Some(unsigned);
+        }
+        ctx.unsigned_claims.forget(&certname);
+    }
+    Ok((signature.as_ref().map(Recorded::from), signature))
+}
+
+/// The CA's entry for `certname`: from the master's listing, or, when the listing failed
+/// and the node waits for its CSR, from one bounded per-certname read. `None`: unknown.
+pub(super) async fn certificate_at_ca(
+    services: &MasterServices,
+    snapshot: &Snapshot,
+    certname: &str,
+    phase: Phase,
+) -> Result<Option<Option<CertificateInfo>>, ReconcileError> {
+    if let Some(listing) = &snapshot.certificates {
+        return Ok(Some(listing.get(certname).cloned()));
+    }
+    if phase != Phase::AwaitingCsr || !snapshot.take_degraded_read() {
+        return Ok(None);
+    }
+    match services.ca.status(certname).await {
+        Ok(info) => Ok(Some(info)),
+        Err(error) => {
+            tracing::warn!(certname, %error, "per-certname CA read failed");
+            Ok(None)
+        }
+    }
+}
