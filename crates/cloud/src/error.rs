@@ -6,6 +6,10 @@ use std::time::Duration;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::RequestId;
+use puppet_conductor_aws::error::{
+    classify_code as classify_aws_code, credentials_retryable, find_in_chain, status_is_retryable,
+    AwsClass,
+};
 
 /// Longest AWS message kept in an error; EC2's are one sentence.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -323,28 +327,20 @@ impl CodeClass {
 
 /// Classify an AWS error code; unknown codes fall back on the HTTP status.
 ///
-/// Codes from the EC2 API reference ("Error codes for the Amazon EC2 API"),
-/// the common AWS query-protocol codes, and what moto and Eucalyptus answer.
+/// The codes every AWS service shares (throttling, transient, credentials) are the
+/// SDK's and `puppet_conductor_aws::error`'s; the table below holds EC2's own, from the
+/// EC2 API reference ("Error codes for the Amazon EC2 API") and what moto and
+/// Eucalyptus answer.
 pub(crate) fn classify_code(code: &str, http_status: Option<u16>) -> CodeClass {
+    if let Some(class) = classify_aws_code(code) {
+        return match class {
+            AwsClass::Throttled => CodeClass::Throttled,
+            AwsClass::Transient => CodeClass::Unavailable,
+            AwsClass::Auth => CodeClass::Auth,
+        };
+    }
+    // EC2's own codes.
     match code {
-        "RequestLimitExceeded"
-        | "Throttling"
-        | "ThrottlingException"
-        | "ThrottledException"
-        | "RequestThrottled"
-        | "RequestThrottledException"
-        | "TooManyRequestsException"
-        | "SlowDown"
-        | "EC2ThrottledException"
-        | "BandwidthLimitExceeded"
-        | "PriorRequestNotComplete" => return CodeClass::Throttled,
-        "InternalError"
-        | "InternalFailure"
-        | "ServiceUnavailable"
-        | "Unavailable"
-        | "ServerInternal"
-        | "RequestTimeout"
-        | "RequestTimeoutException" => return CodeClass::Unavailable,
         "InsufficientInstanceCapacity"
         | "InsufficientHostCapacity"
         | "InsufficientReservedInstanceCapacity"
@@ -356,15 +352,6 @@ pub(crate) fn classify_code(code: &str, http_status: Option<u16>) -> CodeClass {
         }
         "AuthFailure"
         | "UnauthorizedOperation"
-        | "InvalidClientTokenId"
-        | "InvalidAccessKeyId"
-        | "SignatureDoesNotMatch"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken"
-        | "AccessDenied"
-        | "AccessDeniedException"
-        | "ExpiredToken"
-        | "RequestExpired"
         | "OptInRequired"
         | "PendingVerification"
         | "Blocked" => return CodeClass::Auth,
@@ -401,35 +388,8 @@ pub(crate) fn classify_code(code: &str, http_status: Option<u16>) -> CodeClass {
     }
 }
 
-fn status_is_retryable(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
-}
-
-fn credentials_retryable(error: &CredentialsError) -> bool {
-    match error {
-        CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_) => true,
-        CredentialsError::CredentialsNotLoaded(_)
-        | CredentialsError::InvalidConfiguration(_)
-        | CredentialsError::Unhandled(_) => false,
-        // CredentialsError is non-exhaustive.
-        _ => false,
-    }
-}
-
-/// The first error of type `T` in `error`'s source chain (itself included).
-fn find_in_chain<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
-}
-
 fn trim_message(message: &str) -> String {
-    message.trim().chars().take(MAX_MESSAGE_CHARS).collect()
+    puppet_conductor_aws::error::trim_message(message, MAX_MESSAGE_CHARS)
 }
 
 #[cfg(test)]

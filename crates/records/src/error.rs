@@ -6,6 +6,7 @@ use puppet_conductor_core::certname::InvalidCertname;
 use puppet_conductor_core::record::EncodeError;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use puppet_conductor_aws::error::{classify_code, status_is_retryable, trim_message, AwsClass};
 
 use puppet_conductor_core::record::RecordOwner;
 
@@ -243,7 +244,7 @@ impl RecordsError {
             operation,
             status,
             code: code.to_owned(),
-            message: message.trim().chars().take(MAX_MESSAGE_CHARS).collect(),
+            message: trim_message(message, MAX_MESSAGE_CHARS),
         }
     }
 }
@@ -265,11 +266,10 @@ where
 }
 
 fn service_category(status: u16, code: &str) -> &'static str {
+    let class = classify_code(code);
     match (status, code) {
-        (_, "SlowDown" | "Throttling" | "ThrottlingException") | (429, _) => "throttled",
-        (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") | (401 | 403, _) => {
-            "forbidden"
-        }
+        _ if class == Some(AwsClass::Throttled) || status == 429 => "throttled",
+        _ if class == Some(AwsClass::Auth) || matches!(status, 401 | 403) => "forbidden",
         (_, "NotImplemented") | (501, _) => "not_implemented",
         (400, _) => "bad_request",
         (404, _) => "not_found",
@@ -280,12 +280,11 @@ fn service_category(status: u16, code: &str) -> &'static str {
 }
 
 fn service_is_retryable(status: u16, code: &str) -> bool {
-    match (status, code) {
-        (_, "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout")
-        | (_, "InternalError" | "ServiceUnavailable") => true,
-        (501, _) => false,
-        (408 | 429 | 500..=599, _) => true,
-        _ => false,
+    match classify_code(code) {
+        Some(class) => class.is_retryable(),
+        // S3 answers 501 for a feature it lacks: asking again will not add it.
+        None if status == 501 => false,
+        None => status_is_retryable(status),
     }
 }
 
