@@ -137,9 +137,101 @@ impl Context {
         }
     }
 
+    /// Forgets every per-master cache, series and client of a deleted master
+    /// (`namespace/name`), so the operator's memory follows the masters that exist.
+    pub async fn forget_master(&self, master_key: &str) {
+        self.snapshots.forget(master_key);
+        self.services.forget(master_key).await;
+        self.masters.forget(master_key);
+        self.orphans.forget_master(master_key);
+        self.csr_removals.forget(master_key);
+        let kinds = super::orphans::OrphanKind::ALL.map(|k| k.as_str());
+        self.metrics.forget_master(master_key, &kinds);
+    }
+
     /// Shares `metrics` (the registry the HTTP server exposes).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+    use crate::api::master::PuppetMaster;
+    use crate::controller::events::MemoryEvents;
+    use crate::controller::services::MasterServices;
+    use crate::controller::ReconcileError;
+
+    struct NoServices;
+
+    #[async_trait::async_trait]
+    impl ServiceFactory for NoServices {
+        async fn services(&self, _: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
+            Err(ReconcileError::MasterNotFound("none".into()))
+        }
+    }
+
+    async fn context() -> Context {
+        let client = kube_fake_client::ClientBuilder::new()
+            .build()
+            .await
+            .unwrap();
+        Context::new(
+            client,
+            Arc::new(NoServices),
+            Arc::new(MemoryEvents::default()),
+            NodeSettings::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_master_drops_its_caches_and_series_and_keeps_the_others() {
+        let ctx = context().await;
+        for m in ["ns/gone", "ns/kept"] {
+            ctx.snapshots.invalidate(m).await;
+            ctx.metrics
+                .set_nodes_by_phase(m, &BTreeMap::from([("Ready".to_string(), 2)]));
+            ctx.metrics.set_oldest_pending_csr_age(m, 5.0);
+            ctx.metrics.set_orphans_left(m, &[("record", 1)]);
+            assert!(ctx.masters.first_warning(m, "csr-1"));
+        }
+        assert_eq!(ctx.snapshots.masters(), 2);
+
+        ctx.forget_master("ns/gone").await;
+
+        assert_eq!(ctx.snapshots.masters(), 1);
+        assert!(
+            ctx.masters.first_warning("ns/gone", "csr-1"),
+            "a forgotten master's CSR is warned about again"
+        );
+        assert!(!ctx.masters.first_warning("ns/kept", "csr-1"));
+        let text = ctx.metrics.encode().unwrap();
+        assert!(!text.contains("master=\"ns/gone\""), "{text}");
+        assert!(text.contains("master=\"ns/kept\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn warnings_are_kept_only_for_csrs_still_unknown() {
+        let ctx = context().await;
+        assert!(ctx.masters.first_warning("ns/m", "a"));
+        assert!(ctx.masters.first_warning("ns/m", "b"));
+        assert!(ctx.masters.first_warning("ns/other", "b"));
+        ctx.masters.retain_warnings("ns/m", &HashSet::from(["a"]));
+        assert!(
+            !ctx.masters.first_warning("ns/m", "a"),
+            "still waiting: not again"
+        );
+        assert!(
+            ctx.masters.first_warning("ns/m", "b"),
+            "gone, then back: warned again"
+        );
+        assert!(
+            !ctx.masters.first_warning("ns/other", "b"),
+            "other masters untouched"
+        );
     }
 }

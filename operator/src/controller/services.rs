@@ -55,6 +55,9 @@ impl MasterServices {
 pub trait ServiceFactory: Send + Sync {
     /// Services for this master, as its spec and Secrets say now.
     async fn services(&self, master: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError>;
+
+    /// Drops what is cached for a deleted master (`namespace/name`); nothing by default.
+    async fn forget(&self, _master_key: &str) {}
 }
 
 /// Timeouts and limits applied to every master's clients.
@@ -224,6 +227,10 @@ async fn challenge_key(
 
 #[async_trait::async_trait]
 impl ServiceFactory for KubeServiceFactory {
+    async fn forget(&self, master_key: &str) {
+        self.cache.lock().await.remove(master_key);
+    }
+
     async fn services(&self, master: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
         let ns = master
             .namespace()

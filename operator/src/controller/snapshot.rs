@@ -288,6 +288,17 @@ impl SnapshotCache {
         let slot = self.slot(master_key);
         slot.lock().await.snapshot = None;
     }
+
+    /// Drops everything cached for a master (it was deleted).
+    pub fn forget(&self, master_key: &str) {
+        lock(&self.slots).remove(master_key);
+        lock(&self.launches).remove(master_key);
+    }
+
+    /// How many masters have a cache slot.
+    pub fn masters(&self) -> usize {
+        lock(&self.slots).len()
+    }
 }
 
 /// Is a certificate or CSR of this certname present at the CA (not yet cleaned)?

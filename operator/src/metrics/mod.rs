@@ -182,6 +182,28 @@ impl Metrics {
         }
     }
 
+    /// Drops every series labelled with `master` (it was deleted; `orphan_kinds` are the
+    /// kinds [`Metrics::set_orphans_left`] reports): a gone master's last counts must not
+    /// stay on /metrics, nor its labels in memory.
+    pub fn forget_master(&self, master: &str, orphan_kinds: &[&str]) {
+        let phases = lock(&self.phases_seen).remove(master).unwrap_or_default();
+        for phase in phases {
+            self.nodes.remove(&PhaseLabels {
+                master: master.to_string(),
+                phase,
+            });
+        }
+        self.oldest_pending_csr_age.remove(&MasterLabels {
+            master: master.to_string(),
+        });
+        for kind in orphan_kinds {
+            self.orphans_left.remove(&OrphanKindLabels {
+                master: master.to_string(),
+                kind: (*kind).to_string(),
+            });
+        }
+    }
+
     /// Whether this replica leads (1) or stands by (0).
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));

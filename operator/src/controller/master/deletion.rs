@@ -43,6 +43,8 @@ pub async fn finish_deletion(
     if !has_finalizer(master, MASTER_FINALIZER) {
         // Released already (or its finalizer was removed by hand): it holds nothing.
         release_for(ctx, namespace, master).await?;
+        ctx.forget_master(&format!("{namespace}/{}", master.name_any()))
+            .await;
         return Ok(Requeue::await_change());
     }
     let live = live_nodes(ctx, namespace, &master.name_any()).await?;
@@ -52,8 +54,8 @@ pub async fn finish_deletion(
         // retry, while the reverse order could leave a Secret held by no one.
         release_for(ctx, namespace, master).await?;
         remove_finalizer(&masters, master, MASTER_FINALIZER).await?;
-        ctx.csr_removals
-            .forget(&format!("{namespace}/{}", master.name_any()));
+        ctx.forget_master(&format!("{namespace}/{}", master.name_any()))
+            .await;
         ctx.events
             .publish(
                 &master.object_ref(&()),

@@ -230,4 +230,17 @@ impl MasterMemory {
     pub fn first_warning(&self, master_key: &str, certname: &str) -> bool {
         lock(&self.warned).insert((master_key.to_string(), certname.to_string()))
     }
+
+    /// Keeps only the warnings of `master_key` for certnames in `still_unknown`: a CSR
+    /// that was signed, cleaned or adopted is forgotten (and warned again if it returns).
+    pub fn retain_warnings(&self, master_key: &str, still_unknown: &HashSet<&str>) {
+        lock(&self.warned).retain(|(master, certname)| {
+            master != master_key || still_unknown.contains(certname.as_str())
+        });
+    }
+
+    /// Forgets everything about a master (it was deleted).
+    pub fn forget(&self, master_key: &str) {
+        lock(&self.warned).retain(|(master, _)| master != master_key);
+    }
 }

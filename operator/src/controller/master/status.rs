@@ -1,6 +1,8 @@
 //! The master's status (server-side apply), condition-flip events and warnings for
 //! CSRs no node owns.
 
+use std::collections::HashSet;
+
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -21,8 +23,14 @@ pub(super) async fn warn_unknown_csrs(
     pending: &[CertificateInfo],
     live: &LiveNodes,
 ) {
+    let unknown: HashSet<&str> = pending
+        .iter()
+        .map(|csr| csr.name.as_str())
+        .filter(|name| !live.certnames.contains(*name))
+        .collect();
+    ctx.masters.retain_warnings(master_key, &unknown);
     for csr in pending {
-        if live.certnames.contains(&csr.name) {
+        if !unknown.contains(csr.name.as_str()) {
             continue;
         }
         if !ctx.masters.first_warning(master_key, &csr.name) {
