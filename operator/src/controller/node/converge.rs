@@ -5,7 +5,8 @@ use std::time::Duration;
 use kube::runtime::controller::Action as Requeue;
 use kube::Resource;
 
-use super::act::{Acting, NodeIdentity};
+use super::act::Acting;
+use super::desired::NodeIdentity;
 use super::observe::{
     certificate_at_ca, certname_conflict, observe, recorded_signature, vanish_confirmed,
 };

@@ -2,6 +2,7 @@
 
 pub mod act;
 mod converge;
+mod desired;
 mod observe;
 mod report;
 pub mod sign;
@@ -15,8 +16,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Resource, ResourceExt};
 
-use self::act::NodeIdentity;
 use self::converge::converge;
+use self::desired::NodeIdentity;
 use self::report::report_failure;
 use crate::api::master::{PuppetMaster, SigningMode};
 use crate::api::node::PuppetNode;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
-use super::act::NodeIdentity;
+use super::desired::NodeIdentity;
 use crate::api::master::PuppetMaster;
 use crate::api::node::{Phase, PuppetNode};
 use crate::ca::CertificateInfo;

@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::act::NodeIdentity;
+use super::desired::NodeIdentity;
 use super::report::record_milestones;
 use crate::api::conditions as cond;
 use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
