@@ -13,6 +13,8 @@ pub mod duration;
 pub mod identity;
 pub mod instance;
 pub mod lease;
+pub mod observation;
+pub mod orphans;
 pub mod plan;
 pub mod record;
 pub mod status;

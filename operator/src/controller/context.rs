@@ -11,10 +11,10 @@ use super::guards::{
     DEFAULT_MAX_REPLACEMENTS,
 };
 use super::master::MasterMemory;
-use super::orphans::OrphanTracker;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
 use crate::metrics::Metrics;
+use crate::orphans::OrphanTracker;
 
 /// Settings of the controllers, parsed once at start.
 #[derive(Clone, Debug)]
@@ -145,7 +145,7 @@ impl Context {
         self.masters.forget(master_key);
         self.orphans.forget_master(master_key);
         self.csr_removals.forget(master_key);
-        let kinds = super::orphans::OrphanKind::ALL.map(|k| k.as_str());
+        let kinds = crate::orphans::OrphanKind::ALL.map(|k| k.as_str());
         self.metrics.forget_master(master_key, &kinds);
     }
 

@@ -12,7 +12,6 @@ pub mod finalizers;
 pub mod guards;
 pub mod master;
 pub mod node;
-pub mod orphans;
 pub mod secret_hold;
 pub mod services;
 pub mod snapshot;

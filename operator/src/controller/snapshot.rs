@@ -20,18 +20,17 @@ use super::error::ReconcileError;
 use super::services::MasterServices;
 use crate::ca::{CertState, CertificateInfo};
 use crate::cloud::{tags, Instance, InstanceState};
-use crate::records::{ListedRecord, RecordListing};
+use crate::observation::MasterObservation;
+use crate::records::ListedRecord;
 use crate::sync::lock;
 
-/// What was observed of one master's cloud, bucket and CA.
+/// What was observed of one master's cloud, bucket and CA, and when: the observation
+/// (data, in core) with its timing and read budget. It derefs to the observation, so
+/// `snapshot.instances` reads the data.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// Every instance tagged for the master, any state.
-    pub instances: Vec<Instance>,
-    /// Records and check-ins under the master's prefix.
-    pub records: RecordListing,
-    /// Certificates and CSRs by certname; `None` when the CA could not be listed.
-    pub certificates: Option<HashMap<String, CertificateInfo>>,
+    /// The instances, records and CA listing seen.
+    pub observed: MasterObservation,
     /// Per-certname CA reads left for this CA listing while it is failing: nodes waiting
     /// for a CSR fall back to them, at most this many per poll interval.
     pub degraded_reads: Arc<AtomicUsize>,
@@ -39,6 +38,20 @@ pub struct Snapshot {
     pub taken: Instant,
     /// When its CA listing was taken (at or after `taken`).
     pub ca_taken: Instant,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = MasterObservation;
+
+    fn deref(&self) -> &MasterObservation {
+        &self.observed
+    }
+}
+
+impl std::ops::DerefMut for Snapshot {
+    fn deref_mut(&mut self) -> &mut MasterObservation {
+        &mut self.observed
+    }
 }
 
 /// Per-certname CA reads allowed per failed CA listing (per poll interval and master).
@@ -196,9 +209,11 @@ impl SnapshotCache {
         let degraded_reads = degraded_budget(&certificates);
         let now = Instant::now();
         let snapshot = Arc::new(Snapshot {
-            instances,
-            records,
-            certificates,
+            observed: MasterObservation {
+                instances,
+                records,
+                certificates,
+            },
             degraded_reads,
             taken: now,
             ca_taken: now,

@@ -17,13 +17,11 @@ use puppet_conductor::ca::{CertState, HttpCa, PuppetCa};
 use puppet_conductor::cloud::{tags, Cloud, Ec2Cloud};
 use puppet_conductor::controller::events::{MemoryEvents, RecordedEvent};
 use puppet_conductor::controller::master::sweep::{sweep, SweepReport};
-use puppet_conductor::controller::orphans::{
-    find_orphans, OrphanKind, OrphanScan, OrphanTracker, Owners,
-};
 use puppet_conductor::controller::services::MasterServices;
-use puppet_conductor::controller::snapshot::Snapshot;
 use puppet_conductor::controller::ReconcileError;
 use puppet_conductor::identity::ChallengeKey;
+use puppet_conductor::observation::MasterObservation;
+use puppet_conductor::orphans::{find_orphans, OrphanKind, OrphanScan, OrphanTracker, Owners};
 use puppet_conductor::records::{Records, S3Records};
 
 use crate::cloud_support::{launch_request, moto_config, REGION};
@@ -191,9 +189,9 @@ impl World {
     }
 
     /// One observation, as the master reconciler makes it.
-    async fn observe(&self) -> Snapshot {
+    async fn observe(&self) -> MasterObservation {
         let listing = self.ca.list(None).await.unwrap();
-        Snapshot {
+        MasterObservation {
             instances: self
                 .cloud
                 .describe_master_instances(&self.master_key)
@@ -209,9 +207,6 @@ impl World {
                     .map(|c| (c.name.clone(), c))
                     .collect(),
             ),
-            degraded_reads: Default::default(),
-            taken: tokio::time::Instant::now(),
-            ca_taken: tokio::time::Instant::now(),
         }
     }
 
@@ -280,7 +275,7 @@ fn with_reason<'a>(events: &'a [RecordedEvent], reason: &str) -> Vec<&'a Recorde
     events.iter().filter(|e| e.reason == reason).collect()
 }
 
-fn kinds(report: &[puppet_conductor::controller::orphans::Orphan]) -> Vec<OrphanKind> {
+fn kinds(report: &[puppet_conductor::orphans::Orphan]) -> Vec<OrphanKind> {
     let mut k: Vec<OrphanKind> = report.iter().map(|o| o.kind).collect();
     k.sort();
     k

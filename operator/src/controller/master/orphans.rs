@@ -7,10 +7,10 @@ use super::sweep::sweep;
 use super::LiveNodes;
 use crate::api::master::PuppetMaster;
 use crate::controller::error::{chain, ReconcileError};
-use crate::controller::orphans::{find_orphans, Owners};
 use crate::controller::services::MasterServices;
 use crate::controller::Context;
 use crate::duration::parse_duration;
+use crate::orphans::{find_orphans, Owners};
 
 /// Reports or cleans up what no live node owns (after `orphans.minAge`), and publishes
 /// pending-CSR ages. Uses the same shared snapshot as the node reconciles.

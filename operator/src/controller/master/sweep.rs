@@ -1,4 +1,4 @@
-//! The orphan sweep's I/O: reports or cleans up what [`crate::controller::orphans::find_orphans`]
+//! The orphan sweep's I/O: reports or cleans up what [`crate::orphans::find_orphans`]
 //! found, as the master's `spec.orphans.action` says.
 //!
 //! `Ignore` emits one Warning `OrphanFound` per orphan (once, not every pass).
@@ -16,8 +16,8 @@ use kube::Resource;
 use crate::api::master::{OrphanAction, PuppetMaster};
 use crate::controller::error::{chain, ReconcileError};
 use crate::controller::events::EventSink;
-use crate::controller::orphans::{Orphan, OrphanKind, OrphanScan, OrphanTracker};
 use crate::controller::services::MasterServices;
+use crate::orphans::{Orphan, OrphanKind, OrphanScan, OrphanTracker};
 
 /// Event reason: an orphan was found and left in place.
 pub const REASON_FOUND: &str = "OrphanFound";

@@ -1,8 +1,8 @@
 //! Orphan detection (pure, no I/O): tagged instances, certificates, waiting CSRs and
 //! records of one master that no live PuppetNode owns.
 //!
-//! The master reconciler observes (a [`Snapshot`] and the live nodes as [`Owners`]),
-//! [`find_orphans`] decides, and [`super::master::sweep::sweep`] reports or cleans up.
+//! The master reconciler observes (a [`MasterObservation`] and the live nodes as
+//! [`Owners`]), [`find_orphans`] decides, and the operator's sweep reports or cleans up.
 //! Nothing younger than the minimum age is ever due: a node being created may not be in
 //! the caller's cache yet, and its instance, CSR and record must not be mistaken for
 //! orphans.
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::snapshot::Snapshot;
-use crate::ca::CertState;
-use crate::cloud::tags;
+use crate::certificate::CertState;
 use crate::identity;
+use crate::instance::tags;
+use crate::observation::MasterObservation;
 use crate::sync::lock;
 
 /// How far puppetserver backdates a certificate's notBefore: one day (measured on 7.9:
@@ -121,7 +121,7 @@ pub struct OrphanScan {
 ///
 /// Unknown or negative ages are never due.
 pub fn find_orphans(
-    snapshot: &Snapshot,
+    observed: &MasterObservation,
     owners: &Owners,
     csr_first_seen: &HashMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -139,7 +139,7 @@ pub fn find_orphans(
         _ => scan.too_young += 1,
     };
 
-    for i in &snapshot.instances {
+    for i in &observed.instances {
         if i.state.is_terminating() {
             continue;
         }
@@ -162,15 +162,15 @@ pub fn find_orphans(
         );
     }
 
-    if let Some(certificates) = &snapshot.certificates {
-        let tagged: HashSet<&str> = snapshot
+    if let Some(certificates) = &observed.certificates {
+        let tagged: HashSet<&str> = observed
             .instances
             .iter()
             .filter_map(|i| i.tag(tags::CERTNAME))
             .collect();
         let ours = |name: &str| {
             is_generated(name)
-                || snapshot.records.records.contains_key(name)
+                || observed.records.records.contains_key(name)
                 || tagged.contains(name)
         };
         let mut entries: Vec<_> = certificates.iter().collect();
@@ -194,7 +194,7 @@ pub fn find_orphans(
         }
     }
 
-    for (certname, listed) in &snapshot.records.records {
+    for (certname, listed) in &observed.records.records {
         if owners.owns_certname(certname) {
             continue;
         }
@@ -253,17 +253,17 @@ impl OrphanTracker {
         f(masters.entry(master_key.to_string()).or_default())
     }
 
-    /// Notes the CSRs waiting in `snapshot` (first sight is `now`), forgets those no
+    /// Notes the CSRs waiting in `observed` (first sight is `now`), forgets those no
     /// longer waiting, and returns when each waiting one was first seen. Without a CA
     /// listing the memory is kept as it was.
     pub fn observe_csrs(
         &self,
         master_key: &str,
-        snapshot: &Snapshot,
+        observed: &MasterObservation,
         now: DateTime<Utc>,
     ) -> HashMap<String, DateTime<Utc>> {
         self.with(master_key, |m| {
-            if let Some(certificates) = &snapshot.certificates {
+            if let Some(certificates) = &observed.certificates {
                 let waiting: HashSet<&str> = certificates
                     .iter()
                     .filter(|(_, c)| c.state == CertState::Requested)

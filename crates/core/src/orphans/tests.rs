@@ -5,9 +5,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::ca::{CertState, CertificateInfo};
-use crate::cloud::{tags, Instance, InstanceState};
-use crate::records::{ListedRecord, RecordListing};
+use crate::certificate::{CertState, CertificateInfo};
+use crate::instance::{tags, Instance, InstanceState};
+use crate::record::{ListedRecord, RecordListing};
 
 const LIVE: &str = "0f3c9a2e-7b1d-4c8e-9a6f-1e2d3c4b5a69";
 const DEAD: &str = "7d2b1c4e-0a9f-4e3d-8c7b-6a5f4e3d2c1b";
@@ -75,8 +75,8 @@ fn snap(
     instances: Vec<Instance>,
     certs: Option<Vec<CertificateInfo>>,
     records: Vec<(String, ListedRecord)>,
-) -> Snapshot {
-    Snapshot {
+) -> MasterObservation {
+    MasterObservation {
         instances,
         records: RecordListing {
             records: records.into_iter().collect(),
@@ -84,9 +84,6 @@ fn snap(
             signatures: Default::default(),
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        degraded_reads: Default::default(),
-        taken: tokio::time::Instant::now(),
-        ca_taken: tokio::time::Instant::now(),
     }
 }
 
@@ -103,13 +100,13 @@ fn dead(n: i64) -> String {
 
 struct Case {
     name: &'static str,
-    snapshot: Snapshot,
+    snapshot: MasterObservation,
     csr_seen: Vec<(String, i64)>,
     due: Vec<(OrphanKind, String)>,
     too_young: usize,
 }
 
-fn case(name: &'static str, snapshot: Snapshot) -> Case {
+fn case(name: &'static str, snapshot: MasterObservation) -> Case {
     Case {
         name,
         snapshot,
