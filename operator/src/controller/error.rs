@@ -44,16 +44,13 @@ pub enum ReconcileError {
     #[error("object has no {0}")]
     MissingMetadata(&'static str),
     /// Deletion is under way (instances still shutting down): not a failure, but the
-    /// finalizer helper releases on `Ok`, so waiting is reported this way.
+    /// finalizer is released on `Ok`, so waiting is reported this way.
     #[error("cleanup in progress: {0}")]
     CleanupInProgress(String),
     /// A failure this pass already wrote into the node's status: the error reporting
     /// must not write it again (one status write per pass).
     #[error(transparent)]
     StatusReported(Box<ReconcileError>),
-    /// The finalizer helper failed to add or remove the finalizer.
-    #[error("finalizer")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
 }
 
 impl ReconcileError {
@@ -64,11 +61,6 @@ impl ReconcileError {
             | ReconcileError::InvalidObject(_)
             | ReconcileError::UserData(_) => true,
             ReconcileError::StatusReported(e) => e.is_permanent(),
-            ReconcileError::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
-                _ => false,
-            },
             // Secrets, masters and credentials can be fixed without touching the node: retry.
             _ => false,
         }
@@ -107,11 +99,6 @@ impl ReconcileError {
             ReconcileError::MissingMetadata(_) => "metadata",
             ReconcileError::CleanupInProgress(_) => "cleanup-in-progress",
             ReconcileError::StatusReported(e) => e.category(),
-            ReconcileError::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
-                _ => "finalizer",
-            },
         }
     }
 
@@ -123,15 +110,10 @@ impl ReconcileError {
         }
     }
 
-    /// The innermost reconcile error (unwrapping the finalizer helper's wrapper).
+    /// The innermost reconcile error (unwrapping a status-reported wrapper).
     pub fn root(&self) -> &ReconcileError {
         match self {
             ReconcileError::StatusReported(e) => e.root(),
-            ReconcileError::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.root(),
-                _ => self,
-            },
             _ => self,
         }
     }
@@ -154,15 +136,7 @@ impl ReconcileError {
 
     /// Whether the pass already wrote this failure into the object's status.
     pub fn status_reported(&self) -> bool {
-        match self {
-            ReconcileError::StatusReported(_) => true,
-            ReconcileError::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.status_reported(),
-                _ => false,
-            },
-            _ => false,
-        }
+        matches!(self, ReconcileError::StatusReported(_))
     }
 }
 
@@ -195,9 +169,24 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::finalizer::Error as FinalizerError;
-
     use super::*;
+
+    /// A wrapper that prints its source in its own message and also returns it as the
+    /// source (as kube's finalizer error does).
+    #[derive(Debug)]
+    struct Embedding(ReconcileError);
+
+    impl std::fmt::Display for Embedding {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failed to apply object: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Embedding {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
 
     fn throttled() -> ReconcileError {
         ReconcileError::Cloud(CloudError::api(
@@ -210,11 +199,11 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_through_the_finalizer_names_each_wrapper_once() {
-        let error = ReconcileError::Finalizer(Box::new(FinalizerError::ApplyFailed(throttled())));
+    fn a_wrapper_that_prints_its_source_is_named_once() {
+        let error = Embedding(throttled());
         assert_eq!(
             chain(&error),
-            "finalizer: failed to apply object: cloud call failed: \
+            "failed to apply object: cloud call failed: \
              EC2 RunInstances failed: RequestLimitExceeded: slow down"
         );
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Resource, ResourceExt};
 
 use self::converge::converge;
@@ -22,7 +21,7 @@ use self::report::report_failure;
 use crate::api::master::{PuppetMaster, SigningMode};
 use crate::api::node::PuppetNode;
 use crate::controller::error::ReconcileError;
-use crate::controller::finalizers::{add_finalizer, has_finalizer};
+use crate::controller::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
 use crate::controller::{Context, NODE_FINALIZER};
 use crate::duration::parse_duration;
 
@@ -110,27 +109,23 @@ async fn reconcile_inner(
         }
         Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)
     };
-    finalizer(&nodes, NODE_FINALIZER, node, |event| async {
-        match event {
-            FinalizerEvent::Apply(node) => {
-                converge(&node, &master, &services, &snapshot, ctx, id, false).await
-            }
-            FinalizerEvent::Cleanup(node) => {
-                converge(&node, &master, &services, &snapshot, ctx, id, true).await
-            }
-        }
-    })
-    .await
-    .or_else(|e| match e {
+    // The same finalizer mechanism as the master's: cleanup runs while the object is
+    // being deleted, and only a cleanup that confirmed everything gone (`Ok`) releases.
+    let cleanup = node.meta().deletion_timestamp.is_some();
+    let result = converge(&node, &master, &services, &snapshot, ctx, id, cleanup).await;
+    if !cleanup {
+        return result;
+    }
+    let requeue = result?;
+    match remove_finalizer(&nodes, node.as_ref(), NODE_FINALIZER).await {
+        Ok(()) => Ok(requeue),
         // A pass that started from a stale copy after an earlier pass released the node:
         // the object is gone, so the finalizer is too; nothing failed.
-        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(ref api))
-            if api.code == 404 =>
-        {
+        Err(ReconcileError::Kube(kube::Error::Api(api))) if api.code == 404 => {
             Ok(Requeue::await_change())
         }
-        e => Err(ReconcileError::Finalizer(Box::new(e))),
-    })
+        Err(error) => Err(error),
+    }
 }
 
 /// How old the CA listing of the master's shared snapshot may be for this pass. In
