@@ -1,21 +1,22 @@
 //! Reading the `Retry-After` header puppetserver sends with 503 (and a proxy with 429).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
 /// The wait a `Retry-After` value asks for: delay-seconds or an HTTP-date
-/// (RFC 9110 §10.2.3). A date in the past means "now" (zero).
+/// (RFC 9110 §10.2.3, in any of its three formats, read by `httpdate`). A date in
+/// the past means "now" (zero).
 pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822 with "GMT".
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::from(now))
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -45,6 +46,19 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun, 22 Nov 2026 03:00:00 GMT", now()),
             Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn the_obsolete_http_date_formats_are_read_too() {
+        // RFC 850 and asctime, which RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 22-Nov-26 04:01:00 GMT", now()),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov 22 04:00:05 2026", now()),
+            Some(Duration::from_secs(5))
         );
     }
 

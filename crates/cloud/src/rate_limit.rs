@@ -16,6 +16,9 @@
 //! Staying under the buckets means the operator waits a little instead of
 //! collecting `RequestLimitExceeded`, which would also throttle the other
 //! clients of the account.
+//!
+//! Hand-written rather than `governor`: these buckets run on tokio's clock, so the
+//! lifecycle simulation's paused time drives them and a seed replays exactly.
 
 use std::time::Duration;
 

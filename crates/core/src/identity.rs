@@ -174,17 +174,14 @@ pub fn challenge_sha256(challenge: &str) -> String {
     hex::encode(Sha256::digest(challenge.as_bytes()))
 }
 
-/// Compare two challenges without an early exit on the first differing byte.
+/// Compare two challenges without an early exit on the first differing byte
+/// (`subtle`'s constant-time comparison).
 ///
 /// The length is not secret (challenges have a fixed length), so unequal
 /// lengths return at once.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// The incarnation in an instance tag: a positive decimal integer written the

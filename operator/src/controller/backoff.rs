@@ -1,4 +1,8 @@
 //! Per-object exponential backoff with jitter, capped, reset on success.
+//!
+//! Hand-written rather than a backoff crate: the jitter is drawn from the object and
+//! its failure count, not a random source, so a simulation seed replays exactly; the
+//! rest is one doubling and a cap.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
