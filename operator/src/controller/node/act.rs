@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::Resource;
 
-use super::desired::{desired_record, launch_request, Build, NodeIdentity};
+use super::desired::{desired_record, launch_request, NodeIdentity, Of};
 use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
 use crate::ca::CertState;
@@ -49,14 +49,14 @@ pub struct Outcome {
 }
 
 impl Acting<'_> {
-    fn build(&self) -> Build<'_> {
-        Build {
-            operator_id: &self.ctx.settings.operator_id,
-            node: self.node,
-            master: self.master,
-            services: self.services,
-            id: self.id,
-        }
+    fn of(&self) -> Of<'_> {
+        Of(
+            &self.ctx.settings.operator_id,
+            self.node,
+            self.master,
+            self.services,
+            self.id,
+        )
     }
 
     async fn write_record(
@@ -64,7 +64,7 @@ impl Acting<'_> {
         plan: &Plan,
         instance_id: Option<String>,
     ) -> Result<bool, ReconcileError> {
-        let record = desired_record(&self.build(), plan.incarnation, instance_id);
+        let record = desired_record(self.of(), plan.incarnation, instance_id);
         self.put_record(&record).await
     }
 
@@ -298,7 +298,7 @@ impl Acting<'_> {
                         self.write_record(plan, plan.instance_id.clone()).await?;
                 }
                 Action::Launch => {
-                    let request = launch_request(&self.build(), plan.incarnation)?;
+                    let request = launch_request(self.of(), plan.incarnation)?;
                     let instance = match self.services.cloud.launch(&request).await {
                         Ok(instance) => {
                             self.ctx.launch_attempts.settled(&self.id.key);

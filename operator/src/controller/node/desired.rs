@@ -54,34 +54,21 @@ pub fn environment(node: &PuppetNode, master: &PuppetMaster) -> String {
         .unwrap_or_else(|| "production".to_string())
 }
 
-/// What building a node's record and launch request reads.
+/// Whose record and launch request are built: the installation's name (`--identity`),
+/// the node, its master, the master's services (challenge key, CA certificate) and the
+/// node's names.
 #[derive(Clone, Copy)]
-pub struct Build<'a> {
-    /// This installation's name (`--identity`), written into tags and records.
-    pub operator_id: &'a str,
-    /// The node.
-    pub node: &'a PuppetNode,
-    /// Its master.
-    pub master: &'a PuppetMaster,
-    /// The master's services (challenge key, CA certificate).
-    pub services: &'a MasterServices,
-    /// The node's names and keys.
-    pub id: &'a NodeIdentity,
-}
+pub struct Of<'a>(
+    pub &'a str,
+    pub &'a PuppetNode,
+    pub &'a PuppetMaster,
+    pub &'a MasterServices,
+    pub &'a NodeIdentity,
+);
 
 /// The record of an incarnation.
-pub fn desired_record(
-    build: &Build<'_>,
-    incarnation: i64,
-    instance_id: Option<String>,
-) -> NodeRecord {
-    let Build {
-        operator_id,
-        node,
-        master,
-        services,
-        id,
-    } = *build;
+pub fn desired_record(of: Of<'_>, incarnation: i64, instance_id: Option<String>) -> NodeRecord {
+    let Of(operator_id, node, master, services, id) = of;
     let challenge = services.challenge_key.challenge(&id.uid, incarnation);
     NodeRecord {
         certname: id.certname(node, incarnation),
@@ -102,17 +89,8 @@ pub fn desired_record(
 }
 
 /// The RunInstances request of an incarnation: node settings over master defaults.
-pub fn launch_request(
-    build: &Build<'_>,
-    incarnation: i64,
-) -> Result<LaunchRequest, ReconcileError> {
-    let Build {
-        operator_id,
-        node,
-        master,
-        services,
-        id,
-    } = *build;
+pub fn launch_request(of: Of<'_>, incarnation: i64) -> Result<LaunchRequest, ReconcileError> {
+    let Of(operator_id, node, master, services, id) = of;
     let d = &master.spec.node_defaults;
     let i = &node.spec.instance;
     let image_id = i
