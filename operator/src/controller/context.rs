@@ -145,8 +145,7 @@ impl Context {
         self.masters.forget(master_key);
         self.orphans.forget_master(master_key);
         self.csr_removals.forget(master_key);
-        let kinds = crate::orphans::OrphanKind::ALL.map(|k| k.as_str());
-        self.metrics.forget_master(master_key, &kinds);
+        self.metrics.forget_master(master_key);
     }
 
     /// Shares `metrics` (the registry the HTTP server exposes).

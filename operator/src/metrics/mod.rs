@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::orphans::OrphanKind;
 use crate::sync::lock;
 pub use error::MetricsError;
 pub use instrumented::{MeteredCa, MeteredCloud, MeteredRecords};
@@ -182,10 +183,9 @@ impl Metrics {
         }
     }
 
-    /// Drops every series labelled with `master` (it was deleted; `orphan_kinds` are the
-    /// kinds [`Metrics::set_orphans_left`] reports): a gone master's last counts must not
-    /// stay on /metrics, nor its labels in memory.
-    pub fn forget_master(&self, master: &str, orphan_kinds: &[&str]) {
+    /// Drops every series labelled with `master` (it was deleted): a gone master's last
+    /// counts must not stay on /metrics, nor its labels in memory.
+    pub fn forget_master(&self, master: &str) {
         let phases = lock(&self.phases_seen).remove(master).unwrap_or_default();
         for phase in phases {
             self.nodes.remove(&PhaseLabels {
@@ -196,10 +196,10 @@ impl Metrics {
         self.oldest_pending_csr_age.remove(&MasterLabels {
             master: master.to_string(),
         });
-        for kind in orphan_kinds {
+        for kind in OrphanKind::ALL {
             self.orphans_left.remove(&OrphanKindLabels {
                 master: master.to_string(),
-                kind: (*kind).to_string(),
+                kind: kind.as_str().to_string(),
             });
         }
     }
