@@ -1185,10 +1185,16 @@ impl Trial {
                     call.system, call.operation, call.target
                 ));
                 self.gate.release(seq, Fate::Lost);
-            } else if call.system == System::Ca
-                && call.operation == "sign"
-                && !self.gate.is_delivery(seq)
-            {
+            } else if self.gate.is_delivery(seq) {
+                // A late answer on its way back: the call landed already, and its answer
+                // dies with the process whatever else happens (seed 807131: a signature
+                // record marked "asked", the process gone before it asked).
+                self.note_uncertain_sign(&call, Fate::Lost, true);
+                self.note(format!(
+                    "  {:?} {} {} had landed, late answer lost",
+                    call.system, call.operation, call.target
+                ));
+            } else if call.system == System::Ca && call.operation == "sign" {
                 // Never sent, but the process died asking: its record says the CA was
                 // asked, so the challenge is spent all the same.
                 if let Some(uid) = self.uid_of_target(&call.target) {

@@ -80,6 +80,9 @@ pub(super) fn plan_deletion(observed: &Observed) -> Plan {
             // there, so each is read on its own (unknown is never read as empty).
             None => incarnations.extend(1..incarnation),
         }
+        // An older incarnation whose record is still there may have been signed since the
+        // listing was taken (autosign signs outside this process): read it on its own.
+        incarnations.extend(observed.older_record_incarnations.iter().copied());
     }
     incarnations.sort_unstable();
     incarnations.dedup();

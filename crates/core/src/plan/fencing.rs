@@ -71,6 +71,10 @@ pub(super) fn plan_fencing(
                     .copied()
                     .filter(|inc| *inc < incarnation),
             );
+            // A record is retired only after its certname was asked at the CA on its own:
+            // the listing may be unknown, or older than a signature `autosign` made
+            // (simulation seed 801588 deleted a signed incarnation's record unrevoked).
+            revoke.extend(retire.iter().copied());
         }
         revoke.sort_unstable();
         revoke.dedup();

@@ -107,26 +107,34 @@ fn superseded_instances_are_marked_fencing_before_they_are_terminated() {
 }
 
 #[test]
-fn older_records_are_marked_then_removed_once_their_instances_are_gone() {
-    let o = Observed {
-        instances: vec![
-            inst("i-1", 1, InstanceState::Terminated),
-            inst("i-2", 2, InstanceState::Running),
-        ],
-        older_record_incarnations: [1].into(),
-        ca_present_incarnations: Some(BTreeSet::new()),
-        ..Default::default()
-    };
-    assert_eq!(
-        plan(&o).actions,
-        vec![
-            fencing(&[1]),
-            Action::DeleteRecords {
-                incarnations: vec![1]
-            },
-            Action::WriteRecord
-        ]
-    );
+fn older_records_are_marked_asked_at_the_ca_then_removed_once_their_instances_are_gone() {
+    // Whatever the listing says (empty, or unknown), the retired incarnation's certname
+    // is read on its own before its record goes: the listing may predate a signature
+    // `autosign` made (simulation seed 801588).
+    for listing in [Some(BTreeSet::new()), None] {
+        let o = Observed {
+            instances: vec![
+                inst("i-1", 1, InstanceState::Terminated),
+                inst("i-2", 2, InstanceState::Running),
+            ],
+            older_record_incarnations: [1].into(),
+            ca_present_incarnations: listing,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&o).actions,
+            vec![
+                fencing(&[1]),
+                Action::Revoke {
+                    incarnations: vec![1]
+                },
+                Action::DeleteRecords {
+                    incarnations: vec![1]
+                },
+                Action::WriteRecord
+            ]
+        );
+    }
 }
 
 #[test]
@@ -425,6 +433,29 @@ fn deletion_with_the_ca_listing_unknown_revokes_every_incarnation() {
     assert!(
         p.actions.contains(&Action::Revoke {
             incarnations: vec![1, 2, 3]
+        }),
+        "{:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn deletion_reads_an_older_incarnation_with_a_record_even_when_the_listing_omits_it() {
+    // The listing may predate a signature `autosign` made for an incarnation whose record
+    // is still there: its certname is read on its own before its record goes.
+    let o = Observed {
+        deleting: true,
+        ca_present_incarnations: Some(BTreeSet::new()),
+        status_incarnation: Some(3),
+        older_record_incarnations: [1].into(),
+        instances: vec![inst("i-3", 3, InstanceState::Terminated)],
+        ..Default::default()
+    };
+    let p = plan(&o);
+    assert!(p.release);
+    assert!(
+        p.actions.contains(&Action::Revoke {
+            incarnations: vec![1, 3]
         }),
         "{:?}",
         p.actions
