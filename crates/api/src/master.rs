@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -193,10 +194,12 @@ pub struct SigningSpec {
     #[serde(default)]
     pub mode: SigningMode,
 
-    /// How often the controller lists waiting CSRs in `Operator` mode (e.g. `10s`).
+    /// How often the controller lists waiting CSRs in `Operator` mode (e.g. `10s`; at
+    /// least `1s`).
     #[serde(default = "default_poll_interval")]
-    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
-    pub poll_interval: String,
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("signing.pollInterval must be at least 1s"))]
+    pub poll_interval: Duration,
 
     /// Sign CSRs that ask for DNS alt names. Off by default: an agent certificate with alt
     /// names can impersonate other hosts.
@@ -220,8 +223,11 @@ impl Default for SigningSpec {
     }
 }
 
-fn default_poll_interval() -> String {
-    "10s".to_string()
+/// The shortest `signing.pollInterval` (the schema's CEL rule says the same).
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn default_poll_interval() -> Duration {
+    std::time::Duration::from_secs(10).into()
 }
 
 /// Instance settings shared by the nodes of a master.
@@ -297,8 +303,8 @@ pub struct OrphanSpec {
     /// Minimum age before something without an owner counts as orphaned (e.g. `1h`), so a
     /// node that is being created is never mistaken for an orphan.
     #[serde(default = "default_min_age")]
-    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
-    pub min_age: String,
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub min_age: Duration,
 }
 
 impl Default for OrphanSpec {
@@ -310,8 +316,8 @@ impl Default for OrphanSpec {
     }
 }
 
-fn default_min_age() -> String {
-    "1h".to_string()
+fn default_min_age() -> Duration {
+    std::time::Duration::from_secs(3600).into()
 }
 
 /// Observed state of a PuppetMaster.

@@ -20,7 +20,9 @@ pub use ec2::{CallCounts, CloudConfig, Ec2Cloud, StaticCredentials, DEFAULT_CALL
 pub use error::CloudError;
 pub use rate_limit::{BucketLimits, RateLimits, TokenBucket};
 
-pub use puppet_conductor_core::instance::{tags, Instance, InstanceState, LaunchRequest};
+pub use puppet_conductor_core::instance::{
+    tags, Instance, InstanceSettings, InstanceState, LaunchRequest,
+};
 
 /// What the operator needs from EC2.
 #[async_trait::async_trait]

@@ -1,6 +1,6 @@
 //! The decisions of puppet-conductor, apart from all I/O: identity and certnames, CSR
 //! parsing and checks, the trust rules, user data, the node planner, the lease decision,
-//! record and instance data, and status derivation.
+//! record and instance data, the validated spec, and status derivation.
 //!
 //! This crate has no Kubernetes client, no AWS SDK and no HTTP: the workspace's layering
 //! test fails if it gains one. The clients (`cloud`, `records`, `ca`) and the operator
@@ -9,7 +9,6 @@
 pub mod certificate;
 pub mod certname;
 pub mod csr;
-pub mod duration;
 pub mod identity;
 pub mod instance;
 pub mod lease;
@@ -17,6 +16,7 @@ pub mod observation;
 pub mod orphans;
 pub mod plan;
 pub mod record;
+pub mod spec;
 pub mod status;
 pub mod sync;
 pub mod trust;

@@ -11,6 +11,7 @@ use super::guards::{
     DEFAULT_MAX_REPLACEMENTS,
 };
 use super::master::MasterMemory;
+use super::master_cache::MasterCache;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
 use crate::metrics::Metrics;
@@ -108,6 +109,8 @@ pub struct Context {
     pub launch_attempts: LaunchAttempts,
     /// Sign requests the CA refused whose records still say "asked".
     pub unsigned_claims: UnsignedClaims,
+    /// The masters as the watch sees them (node passes read their master here).
+    pub master_cache: MasterCache,
 }
 
 impl Context {
@@ -134,6 +137,7 @@ impl Context {
             absences: Absences::default(),
             launch_attempts: LaunchAttempts::default(),
             unsigned_claims: UnsignedClaims::default(),
+            master_cache: MasterCache::default(),
         }
     }
 

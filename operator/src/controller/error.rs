@@ -3,6 +3,7 @@
 use crate::ca::CaError;
 use crate::cloud::CloudError;
 use crate::records::RecordsError;
+use crate::spec::SpecError;
 use crate::userdata::UserDataError;
 
 /// Why a reconcile pass stopped early.
@@ -23,7 +24,10 @@ pub enum ReconcileError {
     /// The user data could not be rendered.
     #[error("user data")]
     UserData(#[from] UserDataError),
-    /// The spec is valid for the schema but cannot be acted on (e.g. no image anywhere).
+    /// The spec with its master's defaults cannot be acted on (e.g. no image anywhere).
+    #[error("invalid spec")]
+    Spec(#[from] SpecError),
+    /// The spec is valid for the schema but cannot be acted on.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     /// The object could not be read as its kind (a malformed object in the API).
@@ -58,6 +62,7 @@ impl ReconcileError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ReconcileError::InvalidSpec(_)
+            | ReconcileError::Spec(_)
             | ReconcileError::InvalidObject(_)
             | ReconcileError::UserData(_) => true,
             ReconcileError::StatusReported(e) => e.is_permanent(),
@@ -70,29 +75,14 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             ReconcileError::Kube(_) => "kubernetes",
-            ReconcileError::Cloud(e) => {
-                if e.is_retryable() {
-                    "cloud-unavailable"
-                } else {
-                    "cloud-refused"
-                }
-            }
-            ReconcileError::Records(e) => {
-                if e.is_retryable() {
-                    "records-unavailable"
-                } else {
-                    "records-refused"
-                }
-            }
-            ReconcileError::Ca(e) => {
-                if e.is_retryable() {
-                    "ca-unavailable"
-                } else {
-                    "ca-refused"
-                }
-            }
+            ReconcileError::Cloud(_) if self.is_retryable() => "cloud-unavailable",
+            ReconcileError::Cloud(_) => "cloud-refused",
+            ReconcileError::Records(_) if self.is_retryable() => "records-unavailable",
+            ReconcileError::Records(_) => "records-refused",
+            ReconcileError::Ca(_) if self.is_retryable() => "ca-unavailable",
+            ReconcileError::Ca(_) => "ca-refused",
             ReconcileError::UserData(_) => "user-data",
-            ReconcileError::InvalidSpec(_) => "invalid-spec",
+            ReconcileError::InvalidSpec(_) | ReconcileError::Spec(_) => "invalid-spec",
             ReconcileError::InvalidObject(_) => "invalid-object",
             ReconcileError::MasterNotFound(_) => "master-not-found",
             ReconcileError::Secret { .. } => "secret",
@@ -100,6 +90,51 @@ impl ReconcileError {
             ReconcileError::CleanupInProgress(_) => "cleanup-in-progress",
             ReconcileError::StatusReported(e) => e.category(),
         }
+    }
+
+    /// Whether the failure may pass by itself (a timeout, throttling, a service that is
+    /// down, a write conflict) rather than being a refusal that only a change elsewhere
+    /// mends (credentials, a missing Secret or master, a request the service rejects).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReconcileError::Kube(kube::Error::Api(status)) => {
+                status.code >= 500 || status.code == 429 || status.code == 409
+            }
+            // No answer at all (connection, TLS, a body that did not arrive).
+            ReconcileError::Kube(_) => true,
+            ReconcileError::Cloud(e) => e.is_retryable(),
+            ReconcileError::Records(e) => e.is_retryable(),
+            ReconcileError::Ca(e) => e.is_retryable(),
+            ReconcileError::CleanupInProgress(_) => true,
+            ReconcileError::StatusReported(e) => e.is_retryable(),
+            ReconcileError::Spec(_)
+            | ReconcileError::InvalidSpec(_)
+            | ReconcileError::InvalidObject(_)
+            | ReconcileError::UserData(_)
+            | ReconcileError::MasterNotFound(_)
+            | ReconcileError::Secret { .. }
+            | ReconcileError::MissingMetadata(_) => false,
+        }
+    }
+
+    /// How long the object `key` waits after this failure (not for permanent errors,
+    /// which wait for a change): a retryable failure backs off from the backoff's base,
+    /// a refusal no sooner than `refused_floor` (asking again at once would be refused
+    /// the same way), and either no sooner than the service's `Retry-After`; the
+    /// backoff's cap bounds every wait.
+    pub fn retry_delay(
+        &self,
+        backoff: &super::backoff::Backoff,
+        key: &str,
+        refused_floor: std::time::Duration,
+    ) -> std::time::Duration {
+        let after = self.retry_after();
+        let floor = if self.is_retryable() {
+            after
+        } else {
+            Some(after.map_or(refused_floor, |a| a.max(refused_floor)))
+        };
+        backoff.next_delay_at_least(key, floor)
     }
 
     /// How long the failing service asked to be left alone (the CA's `Retry-After`).
@@ -223,6 +258,45 @@ mod tests {
         let error = ReconcileError::reported(throttled(), written);
         assert!(!error.status_reported(), "{error:?}");
         assert_eq!(error.category(), "cloud-unavailable");
+    }
+
+    fn denied() -> ReconcileError {
+        ReconcileError::Cloud(CloudError::api(
+            "DescribeInstances",
+            "UnauthorizedOperation",
+            "not allowed",
+            Some(403),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_refusal_waits_at_least_the_floor_and_a_transient_failure_backs_off_from_the_base() {
+        use super::super::backoff::Backoff;
+        use std::time::Duration;
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let floor = Duration::from_secs(10);
+        assert!(throttled().is_retryable() && !denied().is_retryable());
+        let first = throttled().retry_delay(&backoff, "a", floor);
+        assert!(first < Duration::from_secs(3), "{first:?}");
+        let refused = denied().retry_delay(&backoff, "b", floor);
+        assert!(refused >= floor, "{refused:?}");
+        // Backoff still grows past the floor for a refusal that lasts.
+        let mut last = refused;
+        for _ in 0..8 {
+            last = denied().retry_delay(&backoff, "b", floor);
+        }
+        assert!(last > Duration::from_secs(60), "{last:?}");
+        assert!(
+            last <= Duration::from_secs(300),
+            "the cap bounds it: {last:?}"
+        );
+        let missing = ReconcileError::MasterNotFound("ns/m".into());
+        assert!(!missing.is_retryable());
+        assert!(missing.retry_delay(&backoff, "c", floor) >= floor);
+        let wrapped = ReconcileError::StatusReported(Box::new(denied()));
+        assert!(!wrapped.is_retryable());
+        assert_eq!(wrapped.category(), "cloud-refused");
     }
 
     #[test]

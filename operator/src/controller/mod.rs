@@ -11,6 +11,7 @@ pub mod events;
 pub mod finalizers;
 pub mod guards;
 pub mod master;
+pub mod master_cache;
 pub mod node;
 pub mod secret_hold;
 pub mod services;

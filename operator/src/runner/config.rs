@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::controller::context::{NodeSettings, Scope};
-use crate::duration::parse_duration;
 use crate::leader::LeaseSettings;
 use crate::telemetry::LogFormat;
 
@@ -77,12 +76,18 @@ pub struct RunConfig {
     pub identity: String,
 }
 
+/// A flag's Go-style duration, parsed as the CRDs' are (kube's `Duration`); empty or
+/// negative is refused.
 fn duration(flag: &'static str, text: &str) -> Result<Duration, RunError> {
-    parse_duration(text).ok_or_else(|| {
-        RunError::Config(format!(
-            "--{flag} {text:?} is not a duration like 30s, 5m or 1h"
-        ))
-    })
+    text.parse::<kube::core::Duration>()
+        .ok()
+        .filter(|d| !text.trim().is_empty() && !d.is_negative())
+        .map(Duration::from)
+        .ok_or_else(|| {
+            RunError::Config(format!(
+                "--{flag} {text:?} is not a duration like 30s, 5m or 1h"
+            ))
+        })
 }
 
 impl RunConfig {
@@ -193,5 +198,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("--resync"), "{error}");
+        for bad in ["", "10", "s", "5d", "-5s"] {
+            let flag = format!("--resync={bad}");
+            let error = parse(&["--leader-election", "false", &flag])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert!(error.to_string().contains("--resync"), "{error}");
+        }
+        for (good, seconds) in [
+            ("1m30s", 90.0),
+            ("1.5s", 1.5),
+            ("500ms", 0.5),
+            ("2h", 7200.0),
+        ] {
+            let c = parse(&["--leader-election", "false", "--resync", good]).unwrap();
+            assert_eq!(c.settings.resync.as_secs_f64(), seconds, "{good}");
+        }
     }
 }

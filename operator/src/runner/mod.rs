@@ -191,6 +191,10 @@ async fn lead_and_run(
 /// Longest pause between attempts to read the CRDs while the API server is unreachable.
 const CRD_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Master events the store keeps for its subscriber (the nodes' triggers) before the
+/// watch waits for it to catch up.
+const MASTER_EVENT_BUFFER: usize = 256;
+
 /// Waits until both CRDs are established (the controllers' watches fail without them).
 /// An unreachable or failing API server is retried with capped backoff while /healthz
 /// keeps answering, so a blip at start-up does not crash-loop the pod.
@@ -244,23 +248,29 @@ pub async fn run_controllers(
         .modify(|n| n.managed_fields_mut().clear())
         .reflect(node_writer)
         .applied_objects();
+    // One watch of the masters feeds their store, which node passes read their master from
+    // (`MasterCache`), and the master controller; the nodes' master triggers come from the
+    // same store's subscription, so a node woken by a master change reads that change.
+    let (master_reader, master_writer) = reflector::store_shared(MASTER_EVENT_BUFFER);
+    let Some(master_subscription) = master_writer.subscribe() else {
+        tracing::error!("the master store takes no subscribers; controllers not started");
+        return;
+    };
+    ctx.master_cache.attach(master_reader.clone());
+    let masters = watcher(master_api, wc)
+        .default_backoff()
+        .modify(|m| m.managed_fields_mut().clear())
+        .reflect_shared(master_writer)
+        .applied_objects();
     // Only spec changes of a master re-trigger its nodes, not its status writes; they also
     // wake the hold sweep for the master's namespace (a reference may have moved).
     let (wake_sweep, sweep_woken) = tokio::sync::mpsc::unbounded_channel();
     let master_changes = master_triggers(
-        watcher(master_api.clone(), wc.clone())
-            .default_backoff()
-            .applied_objects(),
+        master_subscription.map(|master| Ok::<_, watcher::Error>(GuardedMaster::clone(&master))),
     )
     .inspect(move |_| {
         let _ = wake_sweep.send(());
     });
-    let (master_reader, master_writer) = reflector::store();
-    let masters = watcher(master_api, wc)
-        .default_backoff()
-        .modify(|m| m.managed_fields_mut().clear())
-        .reflect(master_writer)
-        .applied_objects();
     // Annotations are dropped too: kubectl's last-applied copy holds the Secret's data.
     let (secret_reader, secret_writer) = reflector::store();
     let secrets = secret_triggers(

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::triggers::{guarded_trigger, master_trigger, node_trigger, SecretMeta};
-use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
 use crate::controller::error::chain;
 use crate::controller::secret_hold::{referenced_secrets, release_unneeded, stale_holds};
@@ -34,7 +33,7 @@ use crate::controller::{master, node, Context, ReconcileError};
 /// the watcher.
 pub type GuardedNode = DeserializeGuard<PuppetNode>;
 /// A PuppetMaster as watched.
-pub type GuardedMaster = DeserializeGuard<PuppetMaster>;
+pub use crate::controller::master_cache::GuardedMaster;
 
 /// The nodes (from the node store) that reference `master`: they are reconciled again
 /// when the master changes.

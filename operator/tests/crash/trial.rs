@@ -138,7 +138,7 @@ fn master_object(svc: &Services, moto: &Proxy, ca: &Proxy, prefix: &str) -> Valu
         },
         signing: SigningSpec {
             mode: SigningMode::Operator,
-            poll_interval: "1s".into(),
+            poll_interval: std::time::Duration::from_secs(1).into(),
             ..Default::default()
         },
         node_defaults: NodeDefaults {

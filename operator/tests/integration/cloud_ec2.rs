@@ -35,8 +35,8 @@ async fn launch_then_describe_returns_it_with_everything_asked_for() {
     let master = unique_master("launch");
 
     let mut request = launch_request(&master, "ns/web-1", 1);
-    request.subnet_id = Some(subnet.clone());
-    request.security_group_ids = vec![group.clone()];
+    request.instance.subnet_id = Some(subnet.clone());
+    request.instance.security_group_ids = vec![group.clone()];
     request.user_data =
         "## template: jinja\n#cloud-config\n# ünïcödé {{ v1.instance_id }}\n".into();
     let launched = cloud.launch(&request).await.expect("launch");
@@ -120,7 +120,7 @@ async fn imdsv2_is_only_required_when_asked() {
     let cloud = moto_cloud(&endpoint).await;
     let master = unique_master("imds");
     let mut request = launch_request(&master, "ns/legacy", 1);
-    request.imdsv2_required = false;
+    request.instance.imdsv2_required = false;
     let launched = cloud.launch(&request).await.expect("launch");
     let found = cloud.describe_master_instances(&master).await.unwrap();
     assert_eq!(found.len(), 1);
@@ -346,10 +346,10 @@ async fn eucalyptus_style_config_works() {
     cloud.probe().await.expect("probe");
     let master = unique_master("euca");
     let mut request = launch_request(&master, "ns/euca-1", 1);
-    request.image_id = "emi-0123abcd".into();
-    request.instance_type = "m1.small".into();
-    request.subnet_id = Some(subnet);
-    request.security_group_ids = vec![group];
+    request.instance.image_id = "emi-0123abcd".into();
+    request.instance.instance_type = "m1.small".into();
+    request.instance.subnet_id = Some(subnet);
+    request.instance.security_group_ids = vec![group];
     let launched = cloud.launch(&request).await.expect("launch");
     let found = cloud.describe_master_instances(&master).await.unwrap();
     assert_eq!(found.len(), 1);

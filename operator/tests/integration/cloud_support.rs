@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use puppet_conductor::cloud::{
-    tags, CloudConfig, Ec2Cloud, LaunchRequest, RateLimits, StaticCredentials,
+    tags, CloudConfig, Ec2Cloud, InstanceSettings, LaunchRequest, RateLimits, StaticCredentials,
 };
 
 use crate::common::services::Services;
@@ -124,16 +124,10 @@ pub fn launch_request(master: &str, node: &str, incarnation: u32) -> LaunchReque
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     LaunchRequest {
-        image_id: "ami-12c6146b".into(),
-        instance_type: "t3.micro".into(),
-        subnet_id: None,
-        security_group_ids: vec![],
-        iam_instance_profile: None,
-        key_name: None,
+        instance: InstanceSettings::new("ami-12c6146b", "t3.micro"),
         tags,
         user_data: "#cloud-config\npuppet:\n  install: false\n".into(),
         client_token: format!("{uid}-{incarnation}"),
-        imdsv2_required: true,
     }
 }
 

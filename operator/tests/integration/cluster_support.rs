@@ -229,7 +229,7 @@ pub fn example_objects(lo: &Loopback) -> ExampleObjects {
     spec.records.force_path_style = true;
     spec.records.credentials_secret_ref = credentials;
     spec.signing.mode = lo.mode;
-    spec.signing.poll_interval = lo.poll_interval.clone();
+    spec.signing.poll_interval = lo.poll_interval.parse().unwrap();
     spec.node_defaults.subnet_id = None;
     spec.node_defaults.security_group_ids = Vec::new();
 

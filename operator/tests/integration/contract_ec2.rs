@@ -141,10 +141,13 @@ async fn launch_then_describe_shows_it_with_its_tags_and_fields(b: &Backend) {
     assert_eq!(i.state, InstanceState::Running);
     assert_eq!(i.tags, request.tags, "every tag comes back");
     assert_eq!(i.tag(tags::MASTER), Some(master.as_str()));
-    assert_eq!(i.image_id.as_deref(), Some(request.image_id.as_str()));
+    assert_eq!(
+        i.image_id.as_deref(),
+        Some(request.instance.image_id.as_str())
+    );
     assert_eq!(
         i.instance_type.as_deref(),
-        Some(request.instance_type.as_str())
+        Some(request.instance.instance_type.as_str())
     );
     assert_eq!(i.http_tokens.as_deref(), Some("required"));
     // What the node status and the planner read.
@@ -207,7 +210,7 @@ async fn the_same_client_token_with_other_parameters_is_a_permanent_conflict(b: 
     let request = launch_request(&master, "ns/a", 1);
     let first = b.cloud.launch(&request).await.expect("launch");
     let mut other = request.clone();
-    other.instance_type = "t3.large".into();
+    other.instance.instance_type = "t3.large".into();
     let result = b.cloud.launch(&other).await;
     b.settle().await;
     let found = b.describe(&master).await;

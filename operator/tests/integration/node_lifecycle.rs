@@ -697,3 +697,140 @@ async fn ec2_and_s3_state_lost_together_move_the_node_to_a_new_incarnation() {
     let ids: Vec<String> = live.iter().map(|i| i.id.clone()).collect();
     lost.cloud.terminate(&ids).await.unwrap();
 }
+
+/// The master named `s.master_key`, changed by `change` in the fake API.
+async fn change_master(s: &Setup, change: impl FnOnce(&mut puppet_conductor::api::PuppetMaster)) {
+    let masters: kube::Api<puppet_conductor::api::PuppetMaster> =
+        kube::Api::namespaced(s.h.ctx.client.clone(), NS);
+    let name = s.master_key.rsplit('/').next().unwrap().to_string();
+    let mut m = masters.get(&name).await.unwrap();
+    change(&mut m);
+    masters
+        .replace(&name, &Default::default(), &m)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_node_with_no_image_anywhere_is_refused_before_anything_is_written() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("noimage-1", "x", &["role::webserver"])],
+    )
+    .await
+    else {
+        return;
+    };
+    change_master(&s, |m| m.spec.node_defaults.image_id = None).await;
+    for _ in 0..2 {
+        let error = s.h.reconcile("noimage-1").await.unwrap_err();
+        assert!(error.is_permanent(), "{error:?}");
+        assert!(
+            puppet_conductor::controller::error::chain(&error).contains("no image"),
+            "{error:?}"
+        );
+    }
+    let n = s.h.get("noimage-1").await;
+    let uid = n.metadata.uid.clone().unwrap();
+    assert!(
+        n.metadata.finalizers.clone().unwrap_or_default().is_empty(),
+        "nothing to clean up, so no finalizer: {:?}",
+        n.metadata.finalizers
+    );
+    assert!(
+        s.moto
+            .records
+            .get(&format!("{uid}-1"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no record for a spec that cannot launch"
+    );
+    assert!(live_instances(&s).await.is_empty());
+    let status = n.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == cond::READY)
+        .unwrap();
+    assert!(ready.message.contains("no image"), "{ready:?}");
+    assert!(s
+        .h
+        .events
+        .all()
+        .iter()
+        .any(|e| e.warning && e.note.contains("no image")));
+
+    // The master's default fixes it: the node launches.
+    change_master(&s, |m| {
+        m.spec.node_defaults.image_id = Some("ami-0123456789abcdef0".into())
+    })
+    .await;
+    s.h.converge("noimage-1", 3).await;
+    let n = s.h.get("noimage-1").await;
+    assert_eq!(n.status.unwrap().phase, Some(Phase::AwaitingCsr));
+    assert_eq!(live_instances(&s).await.len(), 1);
+    assert!(s
+        .moto
+        .records
+        .get(&format!("{uid}-1"))
+        .await
+        .unwrap()
+        .is_some());
+    let ids: Vec<String> = live_instances(&s).await.into_iter().map(|i| i.id).collect();
+    s.moto.cloud.terminate(&ids).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_node_whose_spec_turns_unusable_is_not_rewritten_and_still_deletes() {
+    let _shared = MOTO_LOAD.read().await;
+    let Some(s) = setup(
+        "us-east-1",
+        CloudProvider::Ec2,
+        vec![node("turns-bad-1", "x", &["role::webserver"])],
+    )
+    .await
+    else {
+        return;
+    };
+    s.h.converge("turns-bad-1", 3).await;
+    let n = s.h.get("turns-bad-1").await;
+    let certname = n.status.clone().unwrap().certname.unwrap();
+    // A cloud-config key the operator reserves (`puppet`), with a class change beside it:
+    // the record keeps what it had, nothing is launched again.
+    let nodes = &s.h.nodes;
+    let mut bad = n.clone();
+    bad.spec.classes = vec!["role::other".into()];
+    bad.spec
+        .instance
+        .cloud_config
+        .insert("puppet".into(), serde_json::json!({"install": false}));
+    nodes
+        .replace("turns-bad-1", &Default::default(), &bad)
+        .await
+        .unwrap();
+    let error = s.h.reconcile("turns-bad-1").await.unwrap_err();
+    assert!(error.is_permanent(), "{error:?}");
+    assert!(
+        puppet_conductor::controller::error::chain(&error).contains("puppet"),
+        "{error:?}"
+    );
+    let record = s.moto.records.get(&certname).await.unwrap().unwrap();
+    assert_eq!(record.classes, vec!["role::webserver".to_string()]);
+    assert_eq!(live_instances(&s).await.len(), 1);
+
+    // Deletion cleans up whatever the spec has become.
+    let d = s.h.deleted_copy("turns-bad-1").await;
+    for _ in 0..4 {
+        let _ = d.reconcile("turns-bad-1").await;
+        if !d.exists("turns-bad-1").await {
+            break;
+        }
+    }
+    assert!(!d.exists("turns-bad-1").await, "released");
+    assert!(live_instances(&s).await.is_empty());
+    assert!(s.moto.records.get(&certname).await.unwrap().is_none());
+}

@@ -307,7 +307,7 @@ fn refused_master(name: &str, cloud_secret: &str) -> PuppetMaster {
         "b",
         Default::default(),
     );
-    m.spec.signing.poll_interval = "never".into();
+    m.spec.signing.poll_interval = std::time::Duration::ZERO.into();
     // Held already, so that no pass writes its own finalizer from a stale copy.
     m.metadata.finalizers = Some(vec![MASTER_FINALIZER.to_string()]);
     m.spec.cloud.credentials_secret_ref = Some(SecretRef {

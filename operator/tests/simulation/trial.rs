@@ -4,9 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::runtime::watcher;
 use puppet_conductor::api::node::Phase;
 use puppet_conductor::api::PuppetNode;
 use puppet_conductor::cloud::{tags, InstanceState};
+use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
 use rand::rngs::StdRng;
@@ -445,6 +447,11 @@ impl Trial {
                         changed_nodes.push(obj);
                     }
                     Kind::Master => {
+                        if let Ok(master) = serde_json::from_value::<GuardedMaster>(obj.clone()) {
+                            self.op
+                                .masters
+                                .apply_watcher_event(&watcher::Event::Apply(master));
+                        }
                         self.master_finalized = obj["metadata"]["finalizers"]
                             .as_array()
                             .is_some_and(|f| f.iter().any(|f| f == "puppet-conductor.dev/nodes"));
@@ -479,6 +486,18 @@ impl Trial {
             .cloned()
             .collect();
         for key in gone {
+            if key.0 == Kind::Master {
+                let gone = json!({
+                    "apiVersion": "puppet-conductor.dev/v1alpha1",
+                    "kind": "PuppetMaster",
+                    "metadata": {"name": key.1, "namespace": NS},
+                });
+                if let Ok(master) = serde_json::from_value::<GuardedMaster>(gone) {
+                    self.op
+                        .masters
+                        .apply_watcher_event(&watcher::Event::Delete(master));
+                }
+            }
             self.seen.remove(&key);
             self.revisions.remove(&key);
             self.op.queue.remove(&key);

@@ -18,6 +18,7 @@ use puppet_conductor::api::{PuppetMaster, PuppetNode, SecretRef};
 use puppet_conductor::controller::context::NodeSettings;
 use puppet_conductor::controller::error::chain;
 use puppet_conductor::controller::events::MemoryEvents;
+use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
 use puppet_conductor::controller::{master, node, Context, ReconcileError};
 use puppet_conductor::fakes::ca::FakeCa;
@@ -209,6 +210,9 @@ pub struct Operator {
     pub starts: BTreeMap<ObjKey, usize>,
     /// Nodes a describe found without their instance (the runner's `reconcile_on`).
     pub vanished: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// The master store node passes read (the runner's master watch): the trial's watch
+    /// step writes into it what it sees, when it schedules the triggers.
+    pub masters: kube::runtime::reflector::store::Writer<GuardedMaster>,
 }
 
 pub fn settings() -> NodeSettings {
@@ -223,9 +227,12 @@ impl Operator {
         let events = Arc::new(MemoryEvents::default());
         let ctx = Arc::new(Context::new(client, factory, events, settings()));
         let vanished = ctx.snapshots.subscribe_vanished();
+        let (store, masters) = kube::runtime::reflector::store();
+        ctx.master_cache.attach(store);
         Self {
             ctx,
             vanished,
+            masters,
             running: BTreeMap::new(),
             queue: BTreeMap::new(),
             rerun: BTreeSet::new(),

@@ -126,10 +126,10 @@ pub(crate) fn validate_launch(request: &LaunchRequest) -> Result<(), CloudError>
         what,
         source: None,
     };
-    if request.image_id.trim().is_empty() {
+    if request.instance.image_id.trim().is_empty() {
         return Err(invalid("image id is empty".to_owned()));
     }
-    if request.instance_type.trim().is_empty() {
+    if request.instance.instance_type.trim().is_empty() {
         return Err(invalid("instance type is empty".to_owned()));
     }
     if request.user_data.len() > MAX_USER_DATA_BYTES {
@@ -299,17 +299,12 @@ mod tests {
     }
 
     fn request() -> LaunchRequest {
+        use crate::InstanceSettings;
         LaunchRequest {
-            image_id: "ami-1".into(),
-            instance_type: "t3.micro".into(),
-            subnet_id: None,
-            security_group_ids: vec![],
-            iam_instance_profile: None,
-            key_name: None,
+            instance: InstanceSettings::new("ami-1", "t3.micro"),
             tags: BTreeMap::new(),
             user_data: "#cloud-config\n".into(),
             client_token: "uid-1".into(),
-            imdsv2_required: true,
         }
     }
 
@@ -322,8 +317,8 @@ mod tests {
         assert!(validate_launch(&at_limit).is_ok());
 
         let breakers: [fn(&mut LaunchRequest); 6] = [
-            |r| r.image_id = " ".into(),
-            |r| r.instance_type.clear(),
+            |r| r.instance.image_id = " ".into(),
+            |r| r.instance.instance_type.clear(),
             |r| r.user_data = "x".repeat(MAX_USER_DATA_BYTES + 1),
             |r| r.client_token.clear(),
             |r| r.client_token = "t".repeat(MAX_CLIENT_TOKEN_CHARS + 1),

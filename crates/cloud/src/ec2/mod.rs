@@ -319,28 +319,34 @@ impl Cloud for Ec2Cloud {
         let user_data = (!request.user_data.is_empty())
             .then(|| aws_smithy_types::base64::encode(request.user_data.as_bytes()));
         let tag_specifications = convert::tag_specifications(&request.tags);
-        let security_group_ids =
-            (!request.security_group_ids.is_empty()).then(|| request.security_group_ids.clone());
+        let security_group_ids = (!request.instance.security_group_ids.is_empty())
+            .then(|| request.instance.security_group_ids.clone());
         let call = self
             .client
             .run_instances()
-            .image_id(&request.image_id)
-            .instance_type(InstanceType::from(request.instance_type.as_str()))
+            .image_id(&request.instance.image_id)
+            .instance_type(InstanceType::from(request.instance.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
-            .set_subnet_id(request.subnet_id.clone())
+            .set_subnet_id(request.instance.subnet_id.clone())
             .set_security_group_ids(security_group_ids)
             .set_iam_instance_profile(
                 request
+                    .instance
                     .iam_instance_profile
                     .as_deref()
                     .map(convert::instance_profile),
             )
-            .set_key_name(request.key_name.clone())
+            .set_key_name(request.instance.key_name.clone())
             .set_user_data(user_data)
             .client_token(&request.client_token)
             .set_tag_specifications((!tag_specifications.is_empty()).then_some(tag_specifications))
-            .set_metadata_options(request.imdsv2_required.then(convert::imdsv2_required));
+            .set_metadata_options(
+                request
+                    .instance
+                    .imdsv2_required
+                    .then(convert::imdsv2_required),
+            );
 
         self.limiter.run_instances.acquire().await;
         let output = self.bounded(OP, call.send()).await?;

@@ -116,10 +116,10 @@ impl fmt::Display for InstanceState {
     }
 }
 
-/// What to launch. Built by the reconciler from the node, its master's
-/// defaults and the rendered user data.
+/// Where and how an instance runs: a node's settings over its master's defaults (the
+/// validated spec, `spec::ValidNode`), the same for every incarnation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LaunchRequest {
+pub struct InstanceSettings {
     /// The AMI.
     pub image_id: String,
     /// The instance type.
@@ -132,6 +132,32 @@ pub struct LaunchRequest {
     pub iam_instance_profile: Option<String>,
     /// EC2 key pair name.
     pub key_name: Option<String>,
+    /// Require IMDSv2 (`HttpTokens=required`, endpoint enabled).
+    pub imdsv2_required: bool,
+}
+
+impl InstanceSettings {
+    /// An instance of `image_id` and `instance_type` with IMDSv2 required and nothing
+    /// else set (the default VPC's subnet, no groups, profile or key pair).
+    pub fn new(image_id: impl Into<String>, instance_type: impl Into<String>) -> Self {
+        Self {
+            image_id: image_id.into(),
+            instance_type: instance_type.into(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            iam_instance_profile: None,
+            key_name: None,
+            imdsv2_required: true,
+        }
+    }
+}
+
+/// What to launch. Built by the reconciler from the node's validated settings, its
+/// names and the rendered user data of one incarnation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// Where and how it runs.
+    pub instance: InstanceSettings,
     /// Tags for the instance and its volumes (see [`tags`]).
     pub tags: BTreeMap<String, String>,
     /// User data as plain text (at most 16 KiB); the client base64-encodes it.
@@ -140,8 +166,6 @@ pub struct LaunchRequest {
     /// Idempotency token (at most 64 ASCII characters), derived from node UID
     /// and incarnation.
     pub client_token: String,
-    /// Require IMDSv2 (`HttpTokens=required`, endpoint enabled).
-    pub imdsv2_required: bool,
 }
 
 #[cfg(test)]

@@ -408,10 +408,10 @@ fn validate_launch(request: &LaunchRequest) -> Result<(), CloudError> {
         what,
         source: None,
     };
-    if request.image_id.trim().is_empty() {
+    if request.instance.image_id.trim().is_empty() {
         return Err(invalid("image id is empty".to_owned()));
     }
-    if request.instance_type.trim().is_empty() {
+    if request.instance.instance_type.trim().is_empty() {
         return Err(invalid("instance type is empty".to_owned()));
     }
     if request.user_data.len() > MAX_USER_DATA_BYTES {

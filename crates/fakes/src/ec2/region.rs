@@ -73,7 +73,7 @@ impl Record {
 
     fn instance(&self, state: InstanceState, s: &Settings) -> Instance {
         let request = &self.request;
-        let http_tokens = if request.imdsv2_required {
+        let http_tokens = if request.instance.imdsv2_required {
             "required"
         } else {
             "optional"
@@ -86,15 +86,16 @@ impl Record {
             public_ip: self.public_ip.clone(),
             zone: Some(s.zone.clone()),
             launch_time: self.launch_time,
-            image_id: Some(request.image_id.clone()),
-            instance_type: Some(request.instance_type.clone()),
+            image_id: Some(request.instance.image_id.clone()),
+            instance_type: Some(request.instance.instance_type.clone()),
             subnet_id: Some(
                 request
+                    .instance
                     .subnet_id
                     .clone()
                     .unwrap_or_else(|| DEFAULT_SUBNET_ID.to_owned()),
             ),
-            security_group_ids: request.security_group_ids.clone(),
+            security_group_ids: request.instance.security_group_ids.clone(),
             http_tokens: Some(http_tokens.to_owned()),
         }
     }
@@ -237,6 +238,7 @@ impl Region {
             ),
             // Only the default VPC's subnets map public addresses by default.
             public_ip: request
+                .instance
                 .subnet_id
                 .is_none()
                 .then(|| format!("203.0.113.{}", 1 + seq % 254)),

@@ -7,7 +7,7 @@ use tokio::time::advance;
 
 use super::region::{filter_matches, well_formed};
 use super::*;
-use puppet_conductor_cloud::InstanceState;
+use puppet_conductor_cloud::{InstanceSettings, InstanceState};
 
 const MASTER: &str = "ns/m";
 
@@ -30,16 +30,10 @@ fn request(master: &str, node: &str) -> LaunchRequest {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     LaunchRequest {
-        image_id: "ami-12c6146b".into(),
-        instance_type: "t3.micro".into(),
-        subnet_id: None,
-        security_group_ids: vec![],
-        iam_instance_profile: None,
-        key_name: None,
+        instance: InstanceSettings::new("ami-12c6146b", "t3.micro"),
         tags,
         user_data: format!("#cloud-config\n# {node}\n"),
         client_token: format!("uid-{node}-1"),
-        imdsv2_required: true,
     }
 }
 
@@ -88,9 +82,9 @@ async fn launch_answers_pending_and_describe_shows_every_field() {
     );
 
     let mut in_subnet = request(MASTER, "ns/b");
-    in_subnet.subnet_id = Some("subnet-0123456789abcdef0".into());
-    in_subnet.security_group_ids = vec!["sg-1".into()];
-    in_subnet.imdsv2_required = false;
+    in_subnet.instance.subnet_id = Some("subnet-0123456789abcdef0".into());
+    in_subnet.instance.security_group_ids = vec!["sg-1".into()];
+    in_subnet.instance.imdsv2_required = false;
     let other = FakeEc2::default()
         .with_zone("eu-west-1b")
         .launch(&in_subnet)
@@ -285,12 +279,12 @@ async fn same_client_token_with_other_parameters_is_idempotent_parameter_mismatc
     let r = request(MASTER, "ns/a");
     fake.launch(&r).await.unwrap();
     let changes: [fn(&mut LaunchRequest); 4] = [
-        |r| r.instance_type = "t3.large".into(),
+        |r| r.instance.instance_type = "t3.large".into(),
         |r| r.user_data.push('x'),
         |r| {
             r.tags.insert(tags::INCARNATION.into(), "2".into());
         },
-        |r| r.imdsv2_required = false,
+        |r| r.instance.imdsv2_required = false,
     ];
     for (i, change) in changes.iter().enumerate() {
         let mut other = r.clone();
@@ -622,8 +616,8 @@ async fn terminate_sends_batches_of_200() {
 async fn invalid_requests_are_refused_before_anything_is_sent() {
     let (faults, fake) = scripted();
     let breakers: [fn(&mut LaunchRequest); 5] = [
-        |r| r.image_id = " ".into(),
-        |r| r.instance_type.clear(),
+        |r| r.instance.image_id = " ".into(),
+        |r| r.instance.instance_type.clear(),
         |r| r.user_data = "x".repeat(MAX_USER_DATA_BYTES + 1),
         |r| r.client_token = "t".repeat(MAX_CLIENT_TOKEN_CHARS + 1),
         |r| {

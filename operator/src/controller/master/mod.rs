@@ -161,10 +161,11 @@ pub fn error_policy(
         master.namespace().unwrap_or_default(),
         master.name_any()
     );
-    Requeue::requeue(
-        ctx.backoff
-            .next_delay_at_least(&master_backoff_key(&key), error.retry_after()),
-    )
+    Requeue::requeue(error.retry_delay(
+        &ctx.backoff,
+        &master_backoff_key(&key),
+        ctx.settings.converging,
+    ))
 }
 
 /// Masters and nodes share the backoff table; keep their keys apart.

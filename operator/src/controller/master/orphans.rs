@@ -9,7 +9,6 @@ use crate::api::master::PuppetMaster;
 use crate::controller::error::{chain, ReconcileError};
 use crate::controller::services::MasterServices;
 use crate::controller::Context;
-use crate::duration::parse_duration;
 use crate::orphans::{find_orphans, Owners};
 
 /// Reports or cleans up what no live node owns (after `orphans.minAge`), and publishes
@@ -42,9 +41,7 @@ pub(super) async fn sweep_orphans(
     ctx.metrics
         .set_oldest_pending_csr_age(key, ages.iter().copied().fold(0.0, f64::max));
 
-    // Validated before: an unparsable minAge never gets here.
-    let min_age = parse_duration(&master.spec.orphans.min_age)
-        .ok_or_else(|| ReconcileError::InvalidSpec("orphans.minAge".to_string()))?;
+    let min_age = master.spec.orphans.min_age.into();
     let owners = Owners {
         node_uids: live.uids.clone(),
         certnames: live.certnames.clone(),

@@ -1,21 +1,21 @@
 //! What the schema cannot check of a master's spec, and the reasons its failures get.
 
-use crate::api::master::PuppetMaster;
+use crate::api::master::{PuppetMaster, MIN_POLL_INTERVAL};
 use crate::controller::error::ReconcileError;
-use crate::duration::parse_duration;
 
-/// What the schema cannot check.
+/// What the schema checks only on servers with CEL rules (and, for a negative duration,
+/// the pattern): checked again here, since durations are typed but not bounded.
 pub(super) fn validate(master: &PuppetMaster) -> Result<(), String> {
     let spec = &master.spec;
-    if parse_duration(&spec.signing.poll_interval).is_none() {
+    let poll = spec.signing.poll_interval;
+    if poll < MIN_POLL_INTERVAL {
         return Err(format!(
-            "signing.pollInterval {:?} is not a duration",
-            spec.signing.poll_interval
+            "signing.pollInterval {poll} is below the minimum of {MIN_POLL_INTERVAL:?}"
         ));
     }
-    if parse_duration(&spec.orphans.min_age).is_none() {
+    if spec.orphans.min_age.is_negative() {
         return Err(format!(
-            "orphans.minAge {:?} is not a duration",
+            "orphans.minAge {} is negative",
             spec.orphans.min_age
         ));
     }

@@ -4,39 +4,33 @@ use std::collections::BTreeMap;
 
 use kube::Resource;
 
-use super::desired::{desired_record, launch_request, NodeIdentity, Of};
-use crate::api::master::PuppetMaster;
-use crate::api::node::PuppetNode;
+use super::desired::{desired_record, launch_request, Pass};
 use crate::ca::CertState;
 use crate::certificate::pem_public_key_sha256;
 use crate::cloud::Instance;
 use crate::controller::error::ReconcileError;
-use crate::controller::services::MasterServices;
-use crate::controller::snapshot::Snapshot;
-use crate::controller::Context;
 use crate::plan::{Action, Plan, TerminateReason};
 use crate::records::{NodeRecord, RecordState, WriteOutcome};
+use crate::spec::ValidNode;
 use crate::sync::lock;
 
-/// Everything needed to act on one node.
+/// Everything needed to act on one node: the pass, and what acting learns on the way.
 pub struct Acting<'a> {
-    /// Shared context.
-    pub ctx: &'a Context,
-    /// The node.
-    pub node: &'a PuppetNode,
-    /// Its master.
-    pub master: &'a PuppetMaster,
-    /// The master's services.
-    pub services: &'a MasterServices,
-    /// The node's identity.
-    pub id: &'a NodeIdentity,
-    /// The snapshot the plan was made from.
-    pub snapshot: &'a Snapshot,
+    /// The pass (node, master, services, snapshot, names, settings).
+    pub pass: Pass<'a>,
     /// Records written during this pass (a second write must use the new ETag).
     pub written: std::sync::Mutex<BTreeMap<String, crate::records::ListedRecord>>,
     /// Another node claiming the certname (`namespace/name`), if any: its CSRs and
     /// certificates are never touched.
     pub conflict: Option<String>,
+}
+
+impl<'a> std::ops::Deref for Acting<'a> {
+    type Target = Pass<'a>;
+
+    fn deref(&self) -> &Pass<'a> {
+        &self.pass
+    }
 }
 
 /// What acting changed, for status and events.
@@ -48,15 +42,12 @@ pub struct Outcome {
     pub record_written: bool,
 }
 
-impl Acting<'_> {
-    fn of(&self) -> Of<'_> {
-        Of(
-            &self.ctx.settings.operator_id,
-            self.node,
-            self.master,
-            self.services,
-            self.id,
-        )
+impl<'a> Acting<'a> {
+    /// The validated settings a record or launch is built from.
+    fn settings(&self) -> Result<&'a ValidNode, ReconcileError> {
+        self.pass.settings.ok_or_else(|| {
+            ReconcileError::InvalidSpec("a record or launch without validated settings".into())
+        })
     }
 
     async fn write_record(
@@ -64,7 +55,7 @@ impl Acting<'_> {
         plan: &Plan,
         instance_id: Option<String>,
     ) -> Result<bool, ReconcileError> {
-        let record = desired_record(self.of(), plan.incarnation, instance_id);
+        let record = desired_record(self.pass, self.settings()?, plan.incarnation, instance_id);
         self.put_record(&record).await
     }
 
@@ -298,7 +289,7 @@ impl Acting<'_> {
                         self.write_record(plan, plan.instance_id.clone()).await?;
                 }
                 Action::Launch => {
-                    let request = launch_request(self.of(), plan.incarnation)?;
+                    let request = launch_request(self.pass, self.settings()?, plan.incarnation)?;
                     let instance = match self.services.cloud.launch(&request).await {
                         Ok(instance) => {
                             self.ctx.launch_attempts.settled(&self.id.key);

@@ -6,7 +6,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::Resource;
 
 use super::act::Acting;
-use super::desired::NodeIdentity;
+use super::desired::Pass;
 use super::observe::{
     certificate_at_ca, certname_conflict, observe, recorded_signature, vanish_confirmed,
 };
@@ -14,27 +14,24 @@ use super::report::{report_adoption, report_conflict, report_lost_certificate};
 use super::sign::{confirm, police_waiting_csr, SigningOutcome};
 use super::status::{write_status, CertView};
 use crate::api::conditions as cond;
-use crate::api::master::PuppetMaster;
-use crate::api::node::{Phase, PuppetNode, ReplacePolicy};
+use crate::api::node::{Phase, ReplacePolicy};
 use crate::ca::CertState;
 use crate::certificate::standing::{standing, Recorded, Standing};
 use crate::controller::error::ReconcileError;
-use crate::controller::services::MasterServices;
-use crate::controller::snapshot::Snapshot;
-use crate::controller::Context;
-use crate::duration::parse_duration;
 use crate::plan::plan;
 use crate::status::conditions::{is_true, reason_of};
 
-pub(super) async fn converge(
-    node: &PuppetNode,
-    master: &PuppetMaster,
-    services: &MasterServices,
-    snapshot: &Snapshot,
-    ctx: &Context,
-    id: &NodeIdentity,
-    deleting: bool,
-) -> Result<Requeue, ReconcileError> {
+pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> {
+    let Pass {
+        node,
+        master,
+        services,
+        snapshot,
+        ctx,
+        id,
+        deleting,
+        ..
+    } = pass;
     let mut observed = observe(node, services, snapshot, id, deleting).await?;
     observed.master_deleting = master.meta().deletion_timestamp.is_some();
     observed.vanish_confirmed = vanish_confirmed(ctx, &observed, snapshot);
@@ -92,12 +89,7 @@ pub(super) async fn converge(
         standing = Standing::NoRequest;
     }
     let acting = Acting {
-        ctx,
-        node,
-        master,
-        services,
-        id,
-        snapshot,
+        pass,
         written: Default::default(),
         conflict: conflict.clone(),
     };
@@ -233,9 +225,7 @@ pub(super) async fn converge(
         _ if conflict.is_some() => Requeue::requeue(ctx.settings.resync),
         Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
         // Waiting for a CSR: poll at the master's signing interval.
-        Phase::AwaitingCsr => Requeue::requeue(
-            parse_duration(&master.spec.signing.poll_interval).unwrap_or(ctx.settings.converging),
-        ),
+        Phase::AwaitingCsr => Requeue::requeue(super::poll_interval(master)),
         _ => Requeue::requeue(ctx.settings.converging),
     })
 }

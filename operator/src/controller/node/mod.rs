@@ -1,4 +1,5 @@
-//! The PuppetNode reconciler: observe → plan → act → sign → status, one file a stage.
+//! The PuppetNode reconciler: validate → observe → plan → act → sign → status, one file
+//! a stage.
 
 pub mod act;
 mod converge;
@@ -7,6 +8,7 @@ mod observe;
 mod report;
 pub mod sign;
 mod status;
+mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +18,14 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
 use self::converge::converge;
-use self::desired::NodeIdentity;
+use self::desired::{NodeIdentity, Pass};
 use self::report::report_failure;
-use crate::api::master::{PuppetMaster, SigningMode};
+use self::validate::validate;
+use crate::api::master::{PuppetMaster, SigningMode, MIN_POLL_INTERVAL};
 use crate::api::node::PuppetNode;
 use crate::controller::error::ReconcileError;
 use crate::controller::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
 use crate::controller::{Context, NODE_FINALIZER};
-use crate::duration::parse_duration;
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
 pub async fn reconcile(
@@ -42,7 +44,8 @@ pub async fn reconcile(
     result
 }
 
-/// Error policy: permanent errors wait for a change, transient ones back off per object.
+/// Error policy: permanent errors wait for a change; transient ones back off per object,
+/// refusals no sooner than the converging interval (`ReconcileError::retry_delay`).
 pub fn error_policy(node: Arc<PuppetNode>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
     if error.is_permanent() {
         return Requeue::await_change();
@@ -55,7 +58,7 @@ pub fn error_policy(node: Arc<PuppetNode>, error: &ReconcileError, ctx: Arc<Cont
         node.namespace().unwrap_or_default(),
         node.name_any()
     );
-    Requeue::requeue(ctx.backoff.next_delay_at_least(&key, error.retry_after()))
+    Requeue::requeue(error.retry_delay(&ctx.backoff, &key, ctx.settings.converging))
 }
 
 async fn reconcile_inner(
@@ -75,12 +78,19 @@ async fn reconcile_inner(
         return Ok(Requeue::await_change());
     }
 
-    let master = masters
-        .get_opt(&node.spec.master_ref.name)
-        .await
-        .map_err(ReconcileError::Kube)?
+    let master = ctx
+        .master_cache
+        .get(&ctx.client, &ns, &node.spec.master_ref.name)
+        .await?
         .ok_or_else(|| ReconcileError::MasterNotFound(id.master_key.clone()))?;
     let services = ctx.services.services(&master).await?;
+    // The spec with its master's defaults, before anything is written. A node being
+    // deleted is cleaned up whatever its spec has become.
+    let settings = match validate(&node, &master, &services, id) {
+        Ok(settings) => Some(settings),
+        Err(_) if deleting => None,
+        Err(error) => return Err(error),
+    };
 
     // Observe before adding the finalizer: a node whose cloud was never reachable (bad
     // credentials, wrong endpoint) holds nothing to clean up and must stay deletable.
@@ -112,7 +122,17 @@ async fn reconcile_inner(
     // The same finalizer mechanism as the master's: cleanup runs while the object is
     // being deleted, and only a cleanup that confirmed everything gone (`Ok`) releases.
     let cleanup = node.meta().deletion_timestamp.is_some();
-    let result = converge(&node, &master, &services, &snapshot, ctx, id, cleanup).await;
+    let result = converge(Pass {
+        node: &node,
+        master: &master,
+        services: &services,
+        snapshot: &snapshot,
+        ctx,
+        id,
+        settings: settings.as_ref(),
+        deleting: cleanup,
+    })
+    .await;
     if !cleanup {
         return result;
     }
@@ -134,10 +154,15 @@ async fn reconcile_inner(
 /// records are still observed once per snapshot age.
 fn ca_listing_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
     match master.spec.signing.mode {
-        SigningMode::Operator => parse_duration(&master.spec.signing.poll_interval)
-            .map_or(max_age, |poll| poll.min(max_age)),
+        SigningMode::Operator => poll_interval(master).min(max_age),
         SigningMode::Policy => max_age,
     }
+}
+
+/// The master's `signing.pollInterval`, never below the schema's minimum (a server
+/// without CEL rules admits less; a zero interval would poll in a tight loop).
+pub(super) fn poll_interval(master: &PuppetMaster) -> Duration {
+    Duration::from(master.spec.signing.poll_interval).max(MIN_POLL_INTERVAL)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use chrono::Utc;
 use kube::Resource;
 
 use super::act::Acting;
+use super::desired::Pass;
 use crate::api::master::SigningMode;
 use crate::ca::{CaError, CertState};
 use crate::certificate::pem_public_key_sha256;
@@ -32,14 +33,14 @@ pub async fn police_waiting_csr(
     incarnation: i64,
     instance_id: &str,
 ) -> Result<SigningOutcome, ReconcileError> {
-    let Acting {
+    let Pass {
         node,
         master,
         services,
         id,
         snapshot,
         ..
-    } = *acting;
+    } = acting.pass;
     let certname = id.certname(node, incarnation);
     // The listing may be a few seconds old: read the CSR as it is now.
     let Some(pem) = services.ca.csr_pem(&certname).await? else {

@@ -56,14 +56,14 @@ fn in_operator_mode_the_ca_listing_is_never_older_than_the_poll_interval() {
     let mut master = PuppetMaster::new("pm", spec);
     let ten = Duration::from_secs(10);
     assert_eq!(ca_listing_age_limit(&master, ten), Duration::from_secs(2));
-    master.spec.signing.poll_interval = "1m".into();
+    master.spec.signing.poll_interval = "1m".parse().unwrap();
     assert_eq!(
         ca_listing_age_limit(&master, ten),
         ten,
         "never longer than the limit"
     );
     master.spec.signing.mode = SigningMode::Policy;
-    master.spec.signing.poll_interval = "2s".into();
+    master.spec.signing.poll_interval = "2s".parse().unwrap();
     assert_eq!(
         ca_listing_age_limit(&master, ten),
         ten,
@@ -81,7 +81,14 @@ async fn permanent_errors_wait_for_a_change_of_the_object() {
 #[tokio::test]
 async fn transient_errors_back_off_exponentially_up_to_the_cap() {
     let ctx = context().await;
-    let unavailable = || ReconcileError::MasterNotFound("ns/pm".into());
+    let unavailable = || {
+        ReconcileError::Ca(crate::ca::CaError::status(
+            "list",
+            503,
+            "Service Unavailable",
+            None,
+        ))
+    };
     let first = error_policy(node(), &unavailable(), ctx.clone());
     let second = error_policy(node(), &unavailable(), ctx.clone());
     assert_ne!(first, Requeue::await_change());
@@ -99,6 +106,28 @@ async fn transient_errors_back_off_exponentially_up_to_the_cap() {
     ctx.backoff.reset("ns/n1");
     assert_ne!(
         error_policy(node(), &unavailable(), ctx),
+        Requeue::requeue(Duration::from_secs(300))
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_is_not_asked_again_sooner_than_the_converging_interval() {
+    let ctx = context().await;
+    // Its master is created by the same apply: the master's creation wakes the node.
+    let missing = ReconcileError::MasterNotFound("ns/pm".into());
+    // The backoff's first steps (about 1 s, 2 s, 4 s) are raised to the floor.
+    for _ in 0..3 {
+        assert_eq!(
+            error_policy(node(), &missing, ctx.clone()),
+            Requeue::requeue(ctx.settings.converging)
+        );
+    }
+    // A refusal that lasts still backs off, up to the cap.
+    for _ in 0..20 {
+        let _ = error_policy(node(), &missing, ctx.clone());
+    }
+    assert_eq!(
+        error_policy(node(), &missing, ctx),
         Requeue::requeue(Duration::from_secs(300))
     );
 }
