@@ -4,18 +4,21 @@
 //! that master; the reconcilers only see the service traits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
 
 use super::error::ReconcileError;
 use crate::api::master::PuppetMaster;
+use crate::api::SecretRef;
 use crate::ca::{HttpCa, PuppetCa};
 use crate::cloud::{Cloud, CloudConfig, Ec2Cloud, RateLimits, StaticCredentials};
 use crate::identity::ChallengeKey;
@@ -58,6 +61,10 @@ pub trait ServiceFactory: Send + Sync {
 
     /// Drops what is cached for a deleted master (`namespace/name`); nothing by default.
     async fn forget(&self, _master_key: &str) {}
+
+    /// Lets the factory see Secret versions in the watch's metadata store, so a pass whose
+    /// master's Secrets did not change reads none of them; nothing by default.
+    fn attach_secret_versions(&self, _store: Store<PartialObjectMeta<Secret>>) {}
 }
 
 /// Timeouts and limits applied to every master's clients.
@@ -84,6 +91,8 @@ pub struct KubeServiceFactory {
     settings: ClientSettings,
     metrics: Option<Arc<Metrics>>,
     cache: Mutex<HashMap<String, (String, Arc<MasterServices>)>>,
+    /// The watch's Secret metadata, once the runner has it.
+    secret_versions: OnceLock<Store<PartialObjectMeta<Secret>>>,
 }
 
 impl KubeServiceFactory {
@@ -94,6 +103,7 @@ impl KubeServiceFactory {
             settings,
             metrics: None,
             cache: Mutex::new(HashMap::new()),
+            secret_versions: OnceLock::new(),
         }
     }
 
@@ -102,6 +112,49 @@ impl KubeServiceFactory {
         self.metrics = Some(metrics);
         self
     }
+
+    /// The version of `master`'s services as the watched Secret metadata says it is
+    /// (`None`: no store, or a referenced Secret is not in it, so only a read can tell).
+    fn watched_version(&self, master: &PuppetMaster, ns: &str) -> Option<String> {
+        let store = self.secret_versions.get()?;
+        let rv = |name: &str| {
+            store
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|m| m.resource_version())
+        };
+        let spec = &master.spec;
+        let optional = |r: &Option<SecretRef>| match r {
+            Some(r) => rv(&r.name),
+            None => Some(String::new()),
+        };
+        let key_secret = spec.signing.challenge_key_secret_ref.as_ref().map_or_else(
+            || default_challenge_secret_name(&master.name_any()),
+            |r| r.name.clone(),
+        );
+        Some(services_version(
+            master,
+            &rv(&spec.ca.client_secret_ref.name)?,
+            &optional(&spec.cloud.credentials_secret_ref)?,
+            &optional(&spec.records.credentials_secret_ref)?,
+            &rv(&key_secret)?,
+        ))
+    }
+}
+
+/// What the cached services of a master were built from: the master's UID and generation
+/// and its Secrets' resourceVersions (empty for one it does not reference).
+fn services_version(
+    master: &PuppetMaster,
+    tls: &str,
+    cloud: &str,
+    records: &str,
+    key: &str,
+) -> String {
+    format!(
+        "{}/{}/{tls}/{cloud}/{records}/{key}",
+        master.uid().unwrap_or_default(),
+        master.meta().generation.unwrap_or_default(),
+    )
 }
 
 fn secret_key(secret: &Secret, key: &str) -> Option<Vec<u8>> {
@@ -231,10 +284,24 @@ impl ServiceFactory for KubeServiceFactory {
         self.cache.lock().await.remove(master_key);
     }
 
+    fn attach_secret_versions(&self, store: Store<PartialObjectMeta<Secret>>) {
+        let _ = self.secret_versions.set(store);
+    }
+
     async fn services(&self, master: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
         let ns = master
             .namespace()
             .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+        let cache_key = format!("{ns}/{}", master.name_any());
+        // The watch shows the same Secret versions the services were built from: nothing
+        // to read. (A version the watch has not caught up with yet is read next pass.)
+        if let Some(version) = self.watched_version(master, &ns) {
+            if let Some((v, services)) = self.cache.lock().await.get(&cache_key) {
+                if *v == version {
+                    return Ok(services.clone());
+                }
+            }
+        }
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let spec = &master.spec;
 
@@ -257,16 +324,13 @@ impl ServiceFactory for KubeServiceFactory {
         let (key, key_rv) = challenge_key(&secrets, master).await?;
 
         // Rebuild clients only when the master or one of its Secrets changed.
-        let version = format!(
-            "{}/{}/{}/{}/{}/{}",
-            master.uid().unwrap_or_default(),
-            master.meta().generation.unwrap_or_default(),
-            tls.resource_version().unwrap_or_default(),
-            cloud_rv,
-            records_rv,
-            key_rv
+        let version = services_version(
+            master,
+            &tls.resource_version().unwrap_or_default(),
+            &cloud_rv,
+            &records_rv,
+            &key_rv,
         );
-        let cache_key = format!("{ns}/{}", master.name_any());
         let mut cache = self.cache.lock().await;
         if let Some((v, services)) = cache.get(&cache_key) {
             if *v == version {

@@ -502,3 +502,80 @@ async fn the_sweep_releases_nothing_a_master_missing_from_the_cache_needs() {
     sweep_holds(&w.ctx, &c).await;
     assert!(w.held("ca-client").await);
 }
+
+#[tokio::test]
+async fn services_read_no_secret_while_the_watch_shows_the_versions_they_were_built_from() {
+    let gets = Arc::new(Mutex::new(Vec::<String>::new()));
+    let g = gets.clone();
+    let mut builder = ClientBuilder::new()
+        .with_resource::<PuppetMaster>()
+        .with_interceptor_funcs(interceptor::Funcs::new().get(move |ctx| {
+            g.lock().unwrap().push(ctx.name.to_string());
+            Ok(None)
+        }))
+        .with_object(master_with_records("pm"));
+    for s in [
+        tls_secret("ca-client"),
+        credentials_secret("cloud"),
+        credentials_secret("records"),
+        secret("pm-challenge-key"),
+    ] {
+        builder = builder.with_object(s);
+    }
+    let client = builder.build().await.unwrap();
+    let masters: Api<PuppetMaster> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let m = masters.get("pm").await.unwrap();
+    let factory = KubeServiceFactory::new(client.clone(), ClientSettings::default());
+    let secret_reads = || {
+        gets.lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n.as_str() != "pm")
+            .count()
+    };
+
+    // Without the watch's metadata every pass reads the four Secrets.
+    let first = factory.services(&m).await.unwrap();
+    assert_eq!(secret_reads(), 4);
+    factory.services(&m).await.unwrap();
+    assert_eq!(secret_reads(), 8);
+
+    // With it, a pass whose Secrets did not change reads none and shares the services.
+    let (store, mut writer) = reflector::store::<SecretMeta>();
+    for s in secrets.list(&Default::default()).await.unwrap().items {
+        writer.apply_watcher_event(&watcher::Event::Apply(s.metadata.into_response_partial()));
+    }
+    factory.attach_secret_versions(store);
+    let again = factory.services(&m).await.unwrap();
+    assert_eq!(secret_reads(), 8, "no Secret read");
+    assert!(Arc::ptr_eq(&first, &again));
+
+    // A rotated Secret (a new resourceVersion in the watch) is read, the services rebuilt.
+    let mut cloud = secrets.get("cloud").await.unwrap();
+    cloud.data = credentials_secret("cloud").data.map(|mut d| {
+        d.insert("secretAccessKey".into(), ByteString(b"rotated".to_vec()));
+        d
+    });
+    let cloud = secrets
+        .replace("cloud", &Default::default(), &cloud)
+        .await
+        .unwrap();
+    let reads = secret_reads();
+    writer.apply_watcher_event(&watcher::Event::Apply(
+        cloud.metadata.into_response_partial(),
+    ));
+    let rebuilt = factory.services(&m).await.unwrap();
+    assert!(secret_reads() > reads, "the rotation is read");
+    assert!(!Arc::ptr_eq(&first, &rebuilt));
+
+    // A Secret the watch does not show (deleted, or not delivered yet) is read, never
+    // assumed unchanged.
+    let (empty, _) = reflector::store::<SecretMeta>();
+    let other = KubeServiceFactory::new(client.clone(), ClientSettings::default());
+    other.attach_secret_versions(empty);
+    let reads = secret_reads();
+    other.services(&m).await.unwrap();
+    other.services(&m).await.unwrap();
+    assert_eq!(secret_reads(), reads + 8);
+}
