@@ -51,13 +51,15 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{Call, Fate, FaultKind, Faults, Gate, System};
-use pki::{colon_hex, Authority};
+use csr::colon_hex;
+use pki::Authority;
 use puppet_conductor_ca::{
     validate_certname, CaError, CertState, CertificateInfo, PuppetCa, DEFAULT_TIMEOUT,
 };
 use puppet_conductor_core::sync::lock;
 use server::{CaState, Context, Http, Issued, Policy};
 
+mod csr;
 mod pki;
 mod server;
 #[cfg(test)]

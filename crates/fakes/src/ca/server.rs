@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::pki::{validate_subject, Authority, Csr};
+use super::csr::{validate_subject, Csr};
+use super::pki::Authority;
 use super::{CaRefusal, SignedCert};
 use puppet_conductor_ca::{CaError, CertState, CertificateInfo};
 

@@ -4,7 +4,8 @@ use chrono::TimeZone;
 use rcgen::{Attribute, CertificateParams, CustomExtension, SanType};
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
-use super::pki::{common_name, NOT_PEM};
+use super::csr::NOT_PEM;
+use super::pki::common_name;
 use super::*;
 use puppet_conductor_core::certificate::{pem_fingerprint, pem_public_key_sha256};
 use puppet_conductor_core::csr::parse_csr;
