@@ -201,6 +201,16 @@ pub struct SigningSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("signing.pollInterval must be at least 1s"))]
     pub poll_interval: Duration,
 
+    /// How often a booting agent asks whether its certificate is signed (its
+    /// `waitforcert`, written into the user data; whole seconds, at least `1s`). Each
+    /// waiting agent makes one certificate GET per interval, so 1,000 booting agents make
+    /// 1,000 / interval GETs per second; an agent fetches its certificate on average half
+    /// an interval after it was signed. See docs/benchmarks.md for the measured cost.
+    #[serde(default = "default_wait_for_cert")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("signing.waitForCert must be between 1s and 24h"))]
+    pub wait_for_cert: Duration,
+
     /// Sign CSRs that ask for DNS alt names. Off by default: an agent certificate with alt
     /// names can impersonate other hosts.
     #[serde(default)]
@@ -217,6 +227,7 @@ impl Default for SigningSpec {
         Self {
             mode: SigningMode::default(),
             poll_interval: default_poll_interval(),
+            wait_for_cert: default_wait_for_cert(),
             allow_dns_alt_names: false,
             challenge_key_secret_ref: None,
         }
@@ -225,6 +236,13 @@ impl Default for SigningSpec {
 
 /// The shortest `signing.pollInterval` (the schema's CEL rule says the same).
 pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The agents' `waitforcert` unless the master says otherwise (see `wait_for_cert`).
+pub const DEFAULT_WAIT_FOR_CERT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn default_wait_for_cert() -> Duration {
+    DEFAULT_WAIT_FOR_CERT.into()
+}
 
 fn default_poll_interval() -> Duration {
     std::time::Duration::from_secs(10).into()

@@ -421,6 +421,15 @@ fn durations_are_go_durations_and_the_poll_interval_is_at_least_a_second() {
             m["spec"]["orphans"] = json!({"minAge": bad})
         });
     }
+    for (bad, needle) in [
+        ("0s", "waitForCert must be between 1s and 24h"),
+        ("25h", "waitForCert must be between 1s and 24h"),
+        ("ten", "spec.signing.waitForCert"),
+    ] {
+        assert_create_rejected(&schema, &master(), bad, needle, |m| {
+            m["spec"]["signing"] = json!({"waitForCert": bad})
+        });
+    }
     // The typed API reads what the schema admits as the same length of time.
     let mut m = master();
     m["spec"]["signing"] = json!({"pollInterval": "1m30s"});
@@ -496,7 +505,7 @@ fn schema_defaults_match_the_types_defaults() {
     assert_eq!(stored["spec"]["records"]["forcePathStyle"], json!(false));
     assert_eq!(
         stored["spec"]["signing"],
-        json!({"mode": "Operator", "pollInterval": "10s", "allowDnsAltNames": false})
+        json!({"mode": "Operator", "pollInterval": "10s", "waitForCert": "10s", "allowDnsAltNames": false})
     );
     assert_eq!(
         stored["spec"]["orphans"],
@@ -555,7 +564,7 @@ fn crds_are_structural_and_keep_free_form_values() {
 fn cel_rules_compile_and_fit_the_cost_budget() {
     let (rules, problems) = cel_rules(&CrdSchema::of::<PuppetMaster>().openapi);
     assert!(problems.is_empty(), "PuppetMaster: {problems:#?}");
-    assert_eq!(rules.len(), 2, "PuppetMaster rules: {rules:#?}");
+    assert_eq!(rules.len(), 3, "PuppetMaster rules: {rules:#?}");
 
     let (rules, problems) = cel_rules(&CrdSchema::of::<PuppetNode>().openapi);
     assert!(problems.is_empty(), "PuppetNode: {problems:#?}");

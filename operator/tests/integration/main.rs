@@ -12,6 +12,7 @@ mod common;
 mod autosign_binary;
 mod ca_client;
 mod ca_hostile_contract;
+mod ca_load;
 mod ca_smoke;
 mod cloud_ec2;
 mod cloud_faults;

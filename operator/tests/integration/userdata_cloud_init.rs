@@ -214,6 +214,7 @@ impl Fixture {
             ca_cert_pem: &self.ca,
             challenge: &self.challenge,
             extra,
+            wait_for_cert_seconds: 30,
         }
     }
 }

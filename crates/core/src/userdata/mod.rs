@@ -49,10 +49,6 @@ const MISSING_JINJA_VAR: &str = "CI_MISSING_JINJA_VAR/";
 /// any input.
 const INSTANCE_ID_SLOT: &str = "\u{1}instance_id\u{1}";
 
-/// How often (seconds) a waiting agent asks whether its certificate is signed.
-/// Puppet's default is 2 minutes; the operator signs within one poll interval.
-const WAITFORCERT_SECONDS: i64 = 30;
-
 /// Everything the user data depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct UserDataInput<'a> {
@@ -70,6 +66,9 @@ pub struct UserDataInput<'a> {
     pub challenge: &'a str,
     /// The user's extra cloud-config, merged at the top level.
     pub extra: &'a BTreeMap<String, serde_json::Value>,
+    /// The agent's `waitforcert`: how often (seconds) a booting agent asks whether its
+    /// certificate is signed (the master's `signing.waitForCert`).
+    pub wait_for_cert_seconds: u64,
 }
 
 /// Why user data could not be rendered or read back.
@@ -144,7 +143,7 @@ impl UserDataError {
 /// `puppet.conf`'s `[agent]` section (server, `masterport` — the name Puppet
 /// 5–7 all know; `serverport` is only its Puppet 7 alias —, certname,
 /// environment, `http_keepalive_timeout = 0` against the TLS 1.3 keep-alive
-/// stall, `waitforcert = 30`), the CA certificate, and `csr_attributes.yaml`
+/// stall, `waitforcert` from the master), the CA certificate, and `csr_attributes.yaml`
 /// with the challenge as `challengePassword` and `pp_instance_id` from
 /// cloud-init's instance data; then it enables and starts the agent service
 /// (`start_service: true`), which submits the CSR and waits for it to be
@@ -194,7 +193,10 @@ fn puppet(input: &UserDataInput<'_>) -> Node {
         ("certname", Node::str(input.certname)),
         ("environment", Node::str(input.environment)),
         ("http_keepalive_timeout", Node::int(0)),
-        ("waitforcert", Node::int(WAITFORCERT_SECONDS)),
+        (
+            "waitforcert",
+            Node::int(i64::try_from(input.wait_for_cert_seconds).unwrap_or(i64::MAX)),
+        ),
     ]);
     map(vec![
         ("install", Node::Bool(true)),
@@ -243,6 +245,10 @@ fn validate(input: &UserDataInput<'_>) -> Result<(), UserDataError> {
     }
     if !(1..=65535).contains(&input.port) {
         return invalid("port", "must be between 1 and 65535");
+    }
+    // 0 would make the agent exit instead of waiting for the operator to sign.
+    if !(1..=86_400).contains(&input.wait_for_cert_seconds) {
+        return invalid("waitforcert", "must be between 1 s and 24 h");
     }
     if let Err(e) = crate::certname::validate_certname(input.certname) {
         return Err(UserDataError::InvalidInput {

@@ -17,6 +17,7 @@ fn input(extra: &BTreeMap<String, serde_json::Value>) -> UserDataInput<'_> {
         ca_cert_pem: CA,
         challenge: "0123456789abcdef0123456789abcdef",
         extra,
+        wait_for_cert_seconds: 30,
     }
 }
 

@@ -13,6 +13,12 @@ pub(super) fn validate(master: &PuppetMaster) -> Result<(), String> {
             "signing.pollInterval {poll} is below the minimum of {MIN_POLL_INTERVAL:?}"
         ));
     }
+    let wait = spec.signing.wait_for_cert;
+    if wait < std::time::Duration::from_secs(1) || wait > std::time::Duration::from_secs(86_400) {
+        return Err(format!(
+            "signing.waitForCert {wait} is not between 1s and 24h"
+        ));
+    }
     if spec.orphans.min_age.is_negative() {
         return Err(format!(
             "orphans.minAge {} is negative",

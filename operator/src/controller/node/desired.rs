@@ -118,6 +118,9 @@ pub fn user_data(
         ca_cert_pem: &services.ca_cert_pem,
         challenge: &services.challenge_key.challenge(&id.uid, incarnation),
         extra: &node.spec.instance.cloud_config,
+        wait_for_cert_seconds: std::time::Duration::from(master.spec.signing.wait_for_cert)
+            .as_secs()
+            .max(1),
     })
 }
 
