@@ -58,7 +58,7 @@ timings=$(grep -o 'BENCH .*' "$log" | sed 's/^BENCH /- /')
   echo "\`waitforcert\`). The certificate-GET figures above are a lower bound of what"
   echo "puppetserver sustains: the client opening a TLS connection per GET shares the cores with"
   echo "it. The default, 10 s, keeps 1,000 agents booting at once below a third of that rate"
-  echo "while a signed agent fetches its certificate 5 s later on average (30 s, the former"
-  echo "value, cost 15 s there for a tenth of the rate)."
+  echo "while a signed agent fetches its certificate 5 s later on average (the former 30 s"
+  echo "cost 15 s there, for a third of the GETs)."
 } > docs/benchmarks.md
 cat docs/benchmarks.md
