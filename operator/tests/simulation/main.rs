@@ -36,6 +36,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         807131,
         "a crash while a signature record's late answer was on its way back",
     ),
+    (
+        904652,
+        "a deletion after a crash between a record's write and its launch",
+    ),
 ];
 
 fn env_u64(name: &str) -> Option<u64> {

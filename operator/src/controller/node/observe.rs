@@ -74,6 +74,12 @@ pub(super) async fn observe(
             .collect();
     }
     if deleting {
+        // A record is written before its launch: after a crash in between it may be the
+        // only evidence of the newest incarnation, and the deletion must remove it too
+        // (simulation seed 904652 left such a record behind).
+        if node.spec.certname.is_none() {
+            observed.record_incarnation = newest_listed_incarnation(snapshot, &id.uid);
+        }
         return Ok(observed);
     }
     // Status may be lost: when the plan would launch, the record (written before every
@@ -94,6 +100,22 @@ pub(super) async fn observe(
         }
     }
     Ok(observed)
+}
+
+/// The newest incarnation of the node `uid` (derived certnames) whose record or signature
+/// record the snapshot's listing shows.
+fn newest_listed_incarnation(snapshot: &Snapshot, uid: &str) -> Option<i64> {
+    snapshot
+        .records
+        .records
+        .keys()
+        .chain(snapshot.records.signatures.iter())
+        .filter_map(|certname| {
+            let (_, n) = certname.rsplit_once('-')?;
+            let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+            (crate::identity::certname(uid, n, None) == *certname).then_some(n)
+        })
+        .max()
 }
 
 /// Whether every instance status or the record names, and no describe shows, has been
