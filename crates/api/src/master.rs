@@ -237,6 +237,13 @@ impl Default for SigningSpec {
 /// The shortest `signing.pollInterval` (the schema's CEL rule says the same).
 pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The shortest `signing.waitForCert` (the schema's CEL rule says the same): 0 would
+/// make the agent exit instead of waiting for its certificate.
+pub const MIN_WAIT_FOR_CERT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest `signing.waitForCert` (the schema's CEL rule says the same).
+pub const MAX_WAIT_FOR_CERT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The agents' `waitforcert` unless the master says otherwise (see `wait_for_cert`).
 pub const DEFAULT_WAIT_FOR_CERT: std::time::Duration = std::time::Duration::from_secs(10);
 

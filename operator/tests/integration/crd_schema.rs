@@ -5,6 +5,7 @@
 //! Every rejection test first checks that the unmodified object is admitted and then that the
 //! rejection names the offending field, so a test cannot pass for the wrong reason.
 
+use puppet_conductor::api::master::{MAX_WAIT_FOR_CERT, MIN_WAIT_FOR_CERT};
 use puppet_conductor::api::{PuppetMaster, PuppetNode};
 use serde_json::{json, Value};
 
@@ -428,6 +429,23 @@ fn durations_are_go_durations_and_the_poll_interval_is_at_least_a_second() {
     ] {
         assert_create_rejected(&schema, &master(), bad, needle, |m| {
             m["spec"]["signing"] = json!({"waitForCert": bad})
+        });
+    }
+    // The CEL rule's bounds are the constants the operator and the user data check.
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    for edge in [MIN_WAIT_FOR_CERT, MAX_WAIT_FOR_CERT] {
+        let mut m = master();
+        m["spec"]["signing"] = json!({"waitForCert": ms(edge)});
+        assert_admitted(&schema, &m, "a bound");
+        let typed: PuppetMaster = serde_json::from_value(m).unwrap();
+        typed.validate_cel().unwrap();
+    }
+    for outside in [
+        MIN_WAIT_FOR_CERT - std::time::Duration::from_millis(1),
+        MAX_WAIT_FOR_CERT + std::time::Duration::from_millis(1),
+    ] {
+        assert_create_rejected(&schema, &master(), "outside", "waitForCert must be", |m| {
+            m["spec"]["signing"] = json!({"waitForCert": ms(outside)})
         });
     }
     // The typed API reads what the schema admits as the same length of time.

@@ -132,6 +132,39 @@ async fn replay_after_clean_is_refused(mode: SigningMode) {
     assert!(has_warning(&e, "CertificateVanished"));
 }
 
+/// Soak seed 1310876 against the real CA and moto: the bucket loses the node's records and
+/// an admin cleans its certificate, so only status still says it was signed. The node
+/// must read its certificate as vanished, not wait for a CSR its agent never sends.
+#[tokio::test]
+async fn a_clean_after_the_bucket_lost_the_records_is_read_from_status_as_vanished() {
+    let mut n = node("v-1", "x", &["profile::base"]);
+    n.spec.replace_policy = puppet_conductor::api::node::ReplacePolicy::Never;
+    let Some(e) = E2e::start("vanish-emptied", SigningMode::Operator, vec![n], |ca| ca).await
+    else {
+        return;
+    };
+    let l = e.launch("v-1").await;
+    signed(&e, "v-1", &l, SigningMode::Operator).await;
+
+    e.moto.records.delete_signature(&l.certname).await.unwrap();
+    e.moto.records.delete(&l.certname).await.unwrap();
+    e.ca.revoke_and_clean(&l.certname).await.unwrap();
+    e.h.converge("v-1", 2).await;
+    let n = e.h.get("v-1").await;
+    assert_eq!(
+        condition_reason(&n, "CertificateSigned").as_deref(),
+        Some("CertificateVanished"),
+        "status still holds the signature: {:?}",
+        n.status
+    );
+    assert_eq!(
+        n.status.and_then(|s| s.phase),
+        Some(puppet_conductor::api::node::Phase::Failed),
+        "replacePolicy Never: reported, not waiting for a CSR"
+    );
+    assert!(has_warning(&e, "CertificateVanished"));
+}
+
 /// Reconciles a deleted node until its finalizer is released.
 async fn finish_deletion(h: &Harness, name: &str) {
     for _ in 0..5 {

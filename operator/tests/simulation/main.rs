@@ -40,6 +40,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         904652,
         "a deletion after a crash between a record's write and its launch",
     ),
+    (
+        1310876,
+        "the bucket emptied and the certificate cleaned while status held it signed",
+    ),
 ];
 
 fn env_u64(name: &str) -> Option<u64> {

@@ -19,6 +19,7 @@
 mod jinja;
 mod yaml;
 
+use puppet_conductor_api::master::{MAX_WAIT_FOR_CERT, MIN_WAIT_FOR_CERT};
 use std::collections::BTreeMap;
 
 use yaml::Node;
@@ -247,7 +248,8 @@ fn validate(input: &UserDataInput<'_>) -> Result<(), UserDataError> {
         return invalid("port", "must be between 1 and 65535");
     }
     // 0 would make the agent exit instead of waiting for the operator to sign.
-    if !(1..=86_400).contains(&input.wait_for_cert_seconds) {
+    let bounds = MIN_WAIT_FOR_CERT.as_secs()..=MAX_WAIT_FOR_CERT.as_secs();
+    if !bounds.contains(&input.wait_for_cert_seconds) {
         return invalid("waitforcert", "must be between 1 s and 24 h");
     }
     if let Err(e) = crate::certname::validate_certname(input.certname) {

@@ -1,10 +1,10 @@
 //! What the schema cannot check of a master's spec, and the reasons its failures get.
 
-use crate::api::master::{PuppetMaster, MIN_POLL_INTERVAL};
+use crate::api::master::{PuppetMaster, MAX_WAIT_FOR_CERT, MIN_POLL_INTERVAL, MIN_WAIT_FOR_CERT};
 use crate::controller::error::ReconcileError;
 
-/// What the schema checks only on servers with CEL rules (and, for a negative duration,
-/// the pattern): checked again here, since durations are typed but not bounded.
+/// What the schema checks only on servers with CEL rules: checked again here, since
+/// durations are typed but not bounded (a negative one the schema's pattern refuses).
 pub(super) fn validate(master: &PuppetMaster) -> Result<(), String> {
     let spec = &master.spec;
     let poll = spec.signing.poll_interval;
@@ -14,15 +14,9 @@ pub(super) fn validate(master: &PuppetMaster) -> Result<(), String> {
         ));
     }
     let wait = spec.signing.wait_for_cert;
-    if wait < std::time::Duration::from_secs(1) || wait > std::time::Duration::from_secs(86_400) {
+    if wait < MIN_WAIT_FOR_CERT || wait > MAX_WAIT_FOR_CERT {
         return Err(format!(
-            "signing.waitForCert {wait} is not between 1s and 24h"
-        ));
-    }
-    if spec.orphans.min_age.is_negative() {
-        return Err(format!(
-            "orphans.minAge {} is negative",
-            spec.orphans.min_age
+            "signing.waitForCert {wait} is not between {MIN_WAIT_FOR_CERT:?} and {MAX_WAIT_FOR_CERT:?}"
         ));
     }
     Ok(())

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use super::desired::NodeIdentity;
+use crate::api::conditions as cond;
 use crate::api::master::PuppetMaster;
 use crate::api::node::{Phase, PuppetNode};
 use crate::ca::CertificateInfo;
-use crate::certificate::standing::Recorded;
+use crate::certificate::standing::{Recorded, Standing};
 use crate::controller::certname_owners::{normalize_ca_url, Claimant};
 use crate::controller::error::ReconcileError;
 use crate::controller::services::MasterServices;
@@ -17,6 +18,7 @@ use crate::controller::snapshot::{ca_has, Snapshot};
 use crate::controller::Context;
 use crate::plan::{plan, Observed};
 use crate::records::SignatureRecord;
+use crate::status::conditions::reason_of;
 
 /// What the planner needs, from the snapshot, status and (only on the launch path) the record.
 pub(super) async fn observe(
@@ -164,10 +166,14 @@ pub(super) async fn certname_conflict(
         .map_err(ReconcileError::Kube)
 }
 
-/// What was recorded of the incarnation's signature. Nothing unless the listing shows a
-/// signature record for the certname (status alone may be stale: a merge can keep an older
-/// incarnation's fields); then from status while it is current (no read), otherwise from
-/// the record itself (one read). Also returns the signature record when it was read.
+/// What was recorded of the incarnation's signature: from status when it names this
+/// incarnation's signed certificate (no read), otherwise from the signature record when
+/// the listing shows one or the CA holds a certificate (one read). Status alone, with no
+/// signature record listed and nothing at the CA, counts only while its `CertificateSigned`
+/// condition says this incarnation was signed (or lost a signed certificate since): the
+/// bucket emptied and the certificate cleaned leave status the only witness (soak seed
+/// 1310876), while a new incarnation's first status may still carry the last one's
+/// certificate fields. Also returns the signature record when it was read.
 pub(super) async fn recorded_signature(
     ctx: &Context,
     node: &PuppetNode,
@@ -178,14 +184,11 @@ pub(super) async fn recorded_signature(
     ca_holds_certificate: bool,
 ) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
     let certname = id.certname(node, incarnation);
-    // The listing may predate a claim (autosign's, or one written since): when the CA
-    // holds a certificate, only status or a read of the signature record tells "not ours".
-    if !snapshot.records.signatures.contains(&certname) && !ca_holds_certificate {
-        return Ok((None, None));
-    }
-    let status = node.status.as_ref();
+    let status = node
+        .status
+        .as_ref()
+        .filter(|s| s.incarnation == Some(incarnation));
     let from_status = status
-        .filter(|s| s.incarnation == Some(incarnation))
         .and_then(|s| s.certificate.as_ref())
         .filter(|c| c.signed_fingerprint.is_some())
         .map(|c| Recorded {
@@ -194,6 +197,19 @@ pub(super) async fn recorded_signature(
             public_key_sha256: None,
             spent: false,
         });
+    let vouched = status.is_some_and(|s| {
+        let reason = reason_of(&s.conditions, cond::CERTIFICATE_SIGNED);
+        [Standing::Signed, Standing::Vanished, Standing::Replaced]
+            .iter()
+            .any(|st| reason == Some(st.reason()))
+    });
+    // The listing may predate a claim (autosign's, or one written since): when the CA
+    // holds a certificate, only status or a read of the signature record tells "not ours".
+    let listed = snapshot.records.signatures.contains(&certname);
+    let witnessed = vouched && from_status.is_some();
+    if !(listed || ca_holds_certificate || witnessed) {
+        return Ok((None, None));
+    }
     if from_status.is_some() {
         return Ok((from_status, None));
     }
