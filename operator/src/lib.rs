@@ -23,7 +23,7 @@ pub use puppet_conductor_ca as ca;
 pub use puppet_conductor_cloud as cloud;
 pub use puppet_conductor_core::{
     certificate, certname, csr, identity, instance, lease, observation, orphans, plan, record,
-    spec, status, sync, trust, userdata,
+    signing_watch, spec, status, sync, trust, userdata,
 };
 #[cfg(feature = "fakes")]
 pub use puppet_conductor_fakes as fakes;

@@ -194,8 +194,11 @@ pub struct SigningSpec {
     #[serde(default)]
     pub mode: SigningMode,
 
-    /// How often the controller lists waiting CSRs in `Operator` mode (e.g. `10s`; at
-    /// least `1s`).
+    /// How often the master's CA is listed while one of its nodes waits on it (default
+    /// `1s`, at least `1s`): one listing per master per interval, shared by all its nodes;
+    /// a node is reconciled when the listing shows its CSR arrive or change, so a CSR is
+    /// signed (`Operator` mode) or its signature recorded (`Policy` mode) within about
+    /// one interval. Nothing is listed while no node waits.
     #[serde(default = "default_poll_interval")]
     #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("signing.pollInterval must be at least 1s"))]
@@ -234,6 +237,9 @@ impl Default for SigningSpec {
     }
 }
 
+/// The CA watch's interval unless the master says otherwise (see `poll_interval`).
+pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The shortest `signing.pollInterval` (the schema's CEL rule says the same).
 pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -252,7 +258,7 @@ fn default_wait_for_cert() -> Duration {
 }
 
 fn default_poll_interval() -> Duration {
-    std::time::Duration::from_secs(10).into()
+    DEFAULT_POLL_INTERVAL.into()
 }
 
 /// Instance settings shared by the nodes of a master.

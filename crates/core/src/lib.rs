@@ -16,6 +16,7 @@ pub mod observation;
 pub mod orphans;
 pub mod plan;
 pub mod record;
+pub mod signing_watch;
 pub mod spec;
 pub mod status;
 pub mod sync;

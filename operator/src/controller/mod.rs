@@ -15,6 +15,7 @@ pub mod master_cache;
 pub mod node;
 pub mod secret_hold;
 pub mod services;
+pub mod signing_watch;
 pub mod snapshot;
 
 pub use context::Context;

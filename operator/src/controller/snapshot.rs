@@ -3,8 +3,9 @@
 //!
 //! A snapshot is reused until it is older than the resync age; the operator's own
 //! launches, terminations and writes are folded into it, so 1,000 nodes reconciled in
-//! a row cost one describe, not 1,000. Its CA listing alone may be refreshed more often
-//! (Operator-mode signing polls the CA at `signing.pollInterval`).
+//! a row cost one describe, not 1,000. Its CA listing alone is refreshed more often: the
+//! shared CA watch lists it every `signing.pollInterval` while a node waits on the CA,
+//! and every new listing wakes the nodes whose certname's entry changed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use crate::ca::{CertState, CertificateInfo};
 use crate::cloud::{tags, Instance, InstanceState};
 use crate::observation::MasterObservation;
 use crate::records::ListedRecord;
+use crate::signing_watch::{changed_nodes, live_certnames};
 use crate::sync::lock;
 
 /// What was observed of one master's cloud, bucket and CA, and when: the observation
@@ -102,6 +104,9 @@ fn degraded_budget(listing: &CaListing) -> Arc<AtomicUsize> {
 #[derive(Default)]
 struct Slot {
     snapshot: Option<Arc<Snapshot>>,
+    /// The snapshot must not be used again (invalidated); it is kept as what the next
+    /// observation is compared with, so no change between the two goes unwoken.
+    stale: bool,
     /// The last describe's live instances (id, node tag), kept across invalidations: the
     /// next describe is compared with them to wake the nodes whose instance went.
     live: Option<Vec<(String, String)>>,
@@ -139,9 +144,9 @@ pub struct SnapshotCache {
     /// Instances launched by this process, per master, with when: until a describe shows
     /// them (or the grace ends) they are merged into every new snapshot.
     launches: std::sync::Mutex<HashMap<String, Vec<(Instance, Instant)>>>,
-    /// Where the nodes a describe found without their instance are sent (`namespace/name`),
-    /// so they are reconciled now, not at their resync.
-    vanished: std::sync::Mutex<Vec<UnboundedSender<String>>>,
+    /// Where the nodes to reconcile now, not at their resync, are sent (`namespace/name`):
+    /// a describe found their instance gone, or a CA listing changed their entry.
+    wakes: std::sync::Mutex<Vec<UnboundedSender<String>>>,
 }
 
 /// The described instances plus those launched within `grace` that the describe does
@@ -183,21 +188,28 @@ impl SnapshotCache {
     ) -> Result<Arc<Snapshot>, ReconcileError> {
         let slot = self.slot(master_key);
         let mut slot = slot.lock().await;
-        if let Some(s) = &slot.snapshot {
+        if let Some(s) = slot.snapshot.as_ref().filter(|_| !slot.stale) {
             if s.taken.elapsed() < max_age {
                 if s.ca_taken.elapsed() < ca_max_age {
                     return Ok(s.clone());
                 }
-                let mut next = (**s).clone();
-                let listing = list_ca(master_key, services).await;
-                next.degraded_reads = degraded_budget(&listing);
-                next.certificates = listing;
-                next.ca_taken = Instant::now();
-                let next = Arc::new(next);
+                let next = self.relist_ca(master_key, services, s).await;
                 slot.snapshot = Some(next.clone());
                 return Ok(next);
             }
         }
+        self.take(&mut slot, master_key, services).await
+    }
+
+    /// A whole new observation of the master into `slot`: one describe, one records
+    /// listing, one CA listing; wakes the nodes whose instance went or whose CA entry
+    /// changed since the slot's last observation.
+    async fn take(
+        &self,
+        slot: &mut Slot,
+        master_key: &str,
+        services: &MasterServices,
+    ) -> Result<Arc<Snapshot>, ReconcileError> {
         let mut instances = services.cloud.describe_master_instances(master_key).await?;
         let live = live_instances(&instances);
         if let Some(before) = slot.live.replace(live.clone()) {
@@ -206,6 +218,14 @@ impl SnapshotCache {
         self.merge_launches(master_key, &mut instances);
         let records = services.records.list().await?;
         let certificates = list_ca(master_key, services).await;
+        if let (Some(before), Some(after)) = (&slot.snapshot, &certificates) {
+            let certnames = live_certnames(&instances);
+            self.wake(changed_nodes(
+                before.certificates.as_ref(),
+                after,
+                &certnames,
+            ));
+        }
         let degraded_reads = degraded_budget(&certificates);
         let now = Instant::now();
         let snapshot = Arc::new(Snapshot {
@@ -219,7 +239,71 @@ impl SnapshotCache {
             ca_taken: now,
         });
         slot.snapshot = Some(snapshot.clone());
+        slot.stale = false;
         Ok(snapshot)
+    }
+
+    /// `snapshot` with a new CA listing; wakes the nodes whose certname's entry changed.
+    async fn relist_ca(
+        &self,
+        master_key: &str,
+        services: &MasterServices,
+        snapshot: &Snapshot,
+    ) -> Arc<Snapshot> {
+        let mut next = snapshot.clone();
+        let listing = list_ca(master_key, services).await;
+        if let Some(after) = &listing {
+            let certnames = live_certnames(&snapshot.instances);
+            self.wake(changed_nodes(
+                snapshot.certificates.as_ref(),
+                after,
+                &certnames,
+            ));
+        }
+        next.degraded_reads = degraded_budget(&listing);
+        next.certificates = listing;
+        next.ca_taken = Instant::now();
+        Arc::new(next)
+    }
+
+    /// The shared CA watch of one master, called once per `interval`: while a node waits
+    /// on the CA (its live instance's certname is not signed, or the CA is unknown), lists
+    /// the CA unless a pass listed it within half an interval, which wakes the nodes whose
+    /// entry changed. Nothing is
+    /// read before a node pass has observed the master, nor while nothing waits. Whether
+    /// a node waits: the watch looks again one `interval` later.
+    pub async fn watch_ca(
+        &self,
+        master_key: &str,
+        services: &MasterServices,
+        interval: Duration,
+    ) -> bool {
+        let slot = self.slot(master_key);
+        let mut slot = slot.lock().await;
+        let s = match slot.snapshot.clone() {
+            // Invalidated (after a signature, say) and not taken again since: observed
+            // anew, or a CSR arriving now would wait for some node's own pass.
+            Some(_) if slot.stale => match self.take(&mut slot, master_key, services).await {
+                Ok(s) => return s.awaits_signing(),
+                Err(error) => {
+                    let why = super::error::chain(&error);
+                    tracing::debug!(master = master_key, error = %why, "CA watch: observation failed");
+                    return true;
+                }
+            },
+            Some(s) => s,
+            None => return false,
+        };
+        if !s.awaits_signing() {
+            return false;
+        }
+        // Half an interval, not a whole one: the watch looks once per interval, and a
+        // listing a node pass took just after its last look would otherwise make it skip
+        // a look and a CSR wait two intervals.
+        if s.ca_taken.elapsed() >= interval / 2 {
+            slot.snapshot = Some(self.relist_ca(master_key, services, &s).await);
+        }
+        true
     }
 
     async fn update(&self, master_key: &str, change: impl FnOnce(&mut Snapshot)) {
@@ -232,10 +316,11 @@ impl SnapshotCache {
         }
     }
 
-    /// A stream of the nodes (`namespace/name`) whose instance a new describe found gone.
-    pub fn subscribe_vanished(&self) -> UnboundedReceiver<String> {
+    /// A stream of the nodes (`namespace/name`) to reconcile now: a new describe found
+    /// their instance gone, or a new CA listing changed their certname's entry.
+    pub fn subscribe_wakes(&self) -> UnboundedReceiver<String> {
         let (tx, rx) = unbounded_channel();
-        lock(&self.vanished).push(tx);
+        lock(&self.wakes).push(tx);
         rx
     }
 
@@ -243,7 +328,7 @@ impl SnapshotCache {
         if nodes.is_empty() {
             return;
         }
-        lock(&self.vanished).retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
+        lock(&self.wakes).retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
     }
 
     fn merge_launches(&self, master_key: &str, instances: &mut Vec<Instance>) {
@@ -298,10 +383,11 @@ impl SnapshotCache {
         .await;
     }
 
-    /// Forgets a master's snapshot (the next pass observes afresh).
+    /// Forgets a master's snapshot: the next pass (or look of the CA watch) observes
+    /// afresh, and compares with it.
     pub async fn invalidate(&self, master_key: &str) {
         let slot = self.slot(master_key);
-        slot.lock().await.snapshot = None;
+        slot.lock().await.stale = true;
     }
 
     /// Drops everything cached for a master (it was deleted).

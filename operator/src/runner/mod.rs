@@ -3,6 +3,7 @@
 //! throughout, stopping on SIGTERM within a bounded time.
 
 pub mod config;
+pub mod signing_watch;
 pub mod triggers;
 pub mod wiring;
 
@@ -295,10 +296,17 @@ pub async fn run_controllers(
         shutdown.clone(),
     );
 
-    // Nodes whose instance a master's describe found gone are reconciled now.
-    let mut vanished = ctx.snapshots.subscribe_vanished();
-    let vanished = futures::stream::poll_fn(move |cx| vanished.poll_recv(cx));
-    let node_run = node_controller(nodes, node_reader, master_changes, vanished, concurrency)
+    // Nodes whose instance a master's describe found gone, or whose CA entry a listing
+    // found changed, are reconciled now.
+    let mut wakes = ctx.snapshots.subscribe_wakes();
+    let wakes = futures::stream::poll_fn(move |cx| wakes.poll_recv(cx));
+    let watch = signing_watch::signing_watch(
+        ctx.clone(),
+        master_reader.clone(),
+        node_reader.clone(),
+        shutdown.clone(),
+    );
+    let node_run = node_controller(nodes, node_reader, master_changes, wakes, concurrency)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_node, node_error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -316,7 +324,7 @@ pub async fn run_controllers(
         });
     tracing::info!("controllers started");
     let all = async {
-        futures::join!(node_run, master_run, sweep);
+        futures::join!(node_run, master_run, sweep, watch);
     };
     if drain_within(all, &shutdown, SHUTDOWN_GRACE).await {
         tracing::info!("controllers stopped");

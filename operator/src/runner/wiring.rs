@@ -99,13 +99,14 @@ pub fn node_ref(key: &str) -> Option<ObjectRef<GuardedNode>> {
 }
 
 /// The PuppetNode controller: triggered by node changes (not by their status writes), by
-/// changes of their master, and by a master describe that found a node's instance gone
-/// (`vanished`: `namespace/name` keys).
+/// changes of their master, and by the master's shared observation (`wakes`:
+/// `namespace/name` keys): a describe that found a node's instance gone, or a CA listing
+/// that changed its certname's entry.
 pub fn node_controller(
     nodes: impl Stream<Item = Result<GuardedNode, watcher::Error>> + Send + 'static,
     store: Store<GuardedNode>,
     masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
-    vanished: impl Stream<Item = String> + Send + 'static,
+    wakes: impl Stream<Item = String> + Send + 'static,
     concurrency: u16,
 ) -> Controller<GuardedNode> {
     let lookup = store.clone();
@@ -117,7 +118,7 @@ pub fn node_controller(
         .watches_stream(masters, move |master| {
             nodes_of_master(&master, &lookup.state())
         })
-        .reconcile_on(vanished.filter_map(|key| std::future::ready(node_ref(&key))))
+        .reconcile_on(wakes.filter_map(|key| std::future::ready(node_ref(&key))))
         .with_config(controller::Config::default().concurrency(concurrency))
 }
 

@@ -147,7 +147,6 @@ pub struct Loopback {
     pub region: String,
     pub bucket: String,
     pub mode: SigningMode,
-    pub poll_interval: String,
 }
 
 impl Loopback {
@@ -165,7 +164,6 @@ impl Loopback {
             region: region.to_string(),
             bucket: bucket.to_string(),
             mode,
-            poll_interval: "1s".into(),
         }
     }
 }
@@ -228,8 +226,8 @@ pub fn example_objects(lo: &Loopback) -> ExampleObjects {
     spec.records.region = Some(lo.region.clone());
     spec.records.force_path_style = true;
     spec.records.credentials_secret_ref = credentials;
+    // Signing as the example has it (the default pollInterval): the tests measure that.
     spec.signing.mode = lo.mode;
-    spec.signing.poll_interval = lo.poll_interval.parse().unwrap();
     spec.node_defaults.subnet_id = None;
     spec.node_defaults.security_group_ids = Vec::new();
 

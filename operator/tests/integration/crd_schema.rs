@@ -523,7 +523,8 @@ fn schema_defaults_match_the_types_defaults() {
     assert_eq!(stored["spec"]["records"]["forcePathStyle"], json!(false));
     assert_eq!(
         stored["spec"]["signing"],
-        json!({"mode": "Operator", "pollInterval": "10s", "waitForCert": "10s", "allowDnsAltNames": false})
+        // The CA watch's interval: 1 s since signing is driven by the CA (issue 13, item 2).
+        json!({"mode": "Operator", "pollInterval": "1s", "waitForCert": "10s", "allowDnsAltNames": false})
     );
     assert_eq!(
         stored["spec"]["orphans"],

@@ -1,5 +1,5 @@
 //! The shared per-master snapshot against moto and the real CA: reused while fresh, its
-//! CA listing refreshed alone when only that is stale (Operator-mode polling), the whole
+//! CA listing refreshed alone when only that is stale (the CA watch, a waiting node), the whole
 //! observation taken again once the snapshot itself is old. Calls are counted by the
 //! same metered decorators the operator runs with.
 
@@ -133,7 +133,7 @@ async fn a_describe_that_finds_an_instance_terminated_outside_names_its_node() {
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("gone")).await;
     let services = moto.services.clone();
     let cache = SnapshotCache::default();
-    let mut woken = cache.subscribe_vanished();
+    let mut woken = cache.subscribe_wakes();
     let key = format!("{NS}/{}", unique("pm"));
     let (node_a, node_b) = (format!("{NS}/gone-a"), format!("{NS}/gone-b"));
     let a = moto
@@ -177,4 +177,102 @@ async fn a_describe_that_finds_an_instance_terminated_outside_names_its_node() {
         .terminate(std::slice::from_ref(&b.id))
         .await
         .unwrap();
+}
+
+/// Issue 13, item 2: the shared CA watch lists the master's CA while a node waits on it
+/// and wakes only the node whose entry changed, once; it reads nothing before a node pass
+/// observed the master, nor once every live certname is signed.
+#[tokio::test]
+async fn the_ca_watch_wakes_only_the_node_whose_csr_arrived_and_lists_nothing_once_all_are_signed()
+{
+    use puppet_conductor::cloud::{tags, Cloud};
+    let _shared = MOTO_LOAD.read().await;
+    let _listing = crate::e2e_support::CA_LISTING.read().await;
+    let Some(svc) = Services::from_env() else {
+        return;
+    };
+    let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("watch")).await;
+    let metrics = Arc::new(Metrics::new());
+    let services = MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
+        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
+        challenge_key: ChallengeKey::generate(),
+    }
+    .metered(&metrics);
+    let cache = SnapshotCache::default();
+    let mut woken = cache.subscribe_wakes();
+    let key = format!("{NS}/{}", unique("pm"));
+    let nodes = [
+        format!("{NS}/{}", unique("wa")),
+        format!("{NS}/{}", unique("wb")),
+    ];
+    let mut launched = Vec::new();
+    for node in &nodes {
+        let request = crate::cloud_support::launch_request(&key, node, 1);
+        launched.push(moto.cloud.launch(&request).await.unwrap());
+    }
+    let certnames: Vec<String> = launched
+        .iter()
+        .map(|i| i.tags[tags::CERTNAME].clone())
+        .collect();
+    let listings = || calls(&metrics, "puppet_ca", "list");
+    // Every look lists (the interval has passed), so each assertion sees a new listing.
+    let every_look = Duration::ZERO;
+
+    assert!(!cache.watch_ca(&key, &services, every_look).await);
+    assert_eq!(listings(), 0, "no node pass observed the master yet");
+    let long = Duration::from_secs(600);
+    cache.get(&key, &services, long, long).await.unwrap();
+    assert_eq!(listings(), 1);
+    assert!(
+        cache.watch_ca(&key, &services, every_look).await,
+        "two nodes wait"
+    );
+    assert_eq!(listings(), 2);
+    assert!(woken.try_recv().is_err(), "no CSR yet, nobody woken");
+
+    let (pem, _) = crate::ca_hostile_contract::forge_csr(&certnames[0], None, None, false);
+    crate::ca_hostile_contract::submit_csr(&svc.puppet, &certnames[0], &pem).await;
+    assert!(cache.watch_ca(&key, &services, every_look).await);
+    assert_eq!(
+        woken.try_recv().ok().as_ref(),
+        Some(&nodes[0]),
+        "its CSR arrived"
+    );
+    assert!(woken.try_recv().is_err(), "and only that node");
+    assert!(cache.watch_ca(&key, &services, every_look).await);
+    assert!(
+        woken.try_recv().is_err(),
+        "woken once, not at every listing"
+    );
+
+    // Within the interval the watch reads nothing.
+    assert!(cache.watch_ca(&key, &services, long).await);
+    assert_eq!(listings(), 4);
+
+    let (pem, _) = crate::ca_hostile_contract::forge_csr(&certnames[1], None, None, false);
+    crate::ca_hostile_contract::submit_csr(&svc.puppet, &certnames[1], &pem).await;
+    for certname in &certnames {
+        services.ca.sign(certname).await.unwrap();
+    }
+    assert!(cache.watch_ca(&key, &services, every_look).await);
+    let mut signed: Vec<String> = std::iter::from_fn(|| woken.try_recv().ok()).collect();
+    signed.sort();
+    let mut expected = nodes.to_vec();
+    expected.sort();
+    assert_eq!(signed, expected, "both entries changed: signed");
+    let before = listings();
+    assert!(
+        !cache.watch_ca(&key, &services, every_look).await,
+        "every live certname is signed: nothing waits"
+    );
+    assert_eq!(listings(), before, "and nothing is listed");
+
+    for certname in &certnames {
+        services.ca.revoke_and_clean(certname).await.unwrap();
+    }
+    let ids: Vec<String> = launched.iter().map(|i| i.id.clone()).collect();
+    moto.cloud.terminate(&ids).await.unwrap();
 }

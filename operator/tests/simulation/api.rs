@@ -38,6 +38,8 @@ struct Store {
 #[derive(Clone, Default)]
 pub struct MemoryApi {
     store: Arc<Mutex<Store>>,
+    /// Requests served through [`MemoryApi::client`], by verb (`GET`, `LIST`, `PATCH`...).
+    requests: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {
@@ -260,6 +262,29 @@ impl MemoryApi {
         true
     }
 
+    /// Counts a request: a GET of a collection (an even number of segments after the
+    /// version, `namespaces/<ns>/<plural>`) is a LIST.
+    fn count(&self, method: &Method, path: &str) {
+        let segments = path.trim_matches('/').split('/').count();
+        let core = path.starts_with("/api/");
+        let after_version = segments - if core { 2 } else { 3 };
+        let verb = match method.as_str() {
+            "GET" if after_version % 2 == 1 => "LIST".to_string(),
+            other => other.to_string(),
+        };
+        *self.requests.lock().unwrap().entry(verb).or_default() += 1;
+    }
+
+    /// Requests served so far by verb; `reset` starts the count again.
+    pub fn requests(&self, reset: bool) -> BTreeMap<String, u64> {
+        let mut requests = self.requests.lock().unwrap();
+        if reset {
+            std::mem::take(&mut *requests)
+        } else {
+            requests.clone()
+        }
+    }
+
     /// A `kube::Client` served by this API.
     pub fn client(&self) -> kube::Client {
         let api = self.clone();
@@ -278,6 +303,7 @@ impl MemoryApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string();
+                api.count(&parts.method, parts.uri.path());
                 let (code, value) =
                     api.serve(&parts.method, parts.uri.path(), &content_type, &body);
                 let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());

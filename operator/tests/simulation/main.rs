@@ -14,6 +14,7 @@ mod agents;
 mod api;
 mod fixtures;
 mod gate;
+mod scale;
 mod trial;
 mod world;
 

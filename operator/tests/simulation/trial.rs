@@ -163,9 +163,11 @@ fn trigger(kind: Kind, obj: &Value) -> u64 {
         Kind::Node => serde_json::from_value::<PuppetNode>(obj.clone())
             .ok()
             .and_then(|n| puppet_conductor::runner::triggers::node_trigger(&n)),
-        Kind::Master => serde_json::from_value::<puppet_conductor::api::PuppetMaster>(obj.clone())
-            .ok()
-            .and_then(|m| puppet_conductor::runner::triggers::master_trigger(&m)),
+        Kind::Master | Kind::Watch => {
+            serde_json::from_value::<puppet_conductor::api::PuppetMaster>(obj.clone())
+                .ok()
+                .and_then(|m| puppet_conductor::runner::triggers::master_trigger(&m))
+        }
     };
     hash.unwrap_or_else(|| hash_of(&obj["metadata"]["resourceVersion"]))
 }
@@ -392,9 +394,9 @@ impl Trial {
             };
             self.note(format!("{key:?} done ({what}), requeue {after:?}"));
         }
-        for name in self.op.wake_vanished() {
+        for name in self.op.wake_nodes() {
             self.note(format!(
-                "{name}: a describe found its instance gone; reconcile now"
+                "{name}: woken by the master's observation (instance gone or CA entry changed)"
             ));
         }
         self.watch();
@@ -446,6 +448,8 @@ impl Trial {
                         }
                         changed_nodes.push(obj);
                     }
+                    // Not an API kind: the watch step never lists it.
+                    Kind::Watch => {}
                     Kind::Master => {
                         if let Ok(master) = serde_json::from_value::<GuardedMaster>(obj.clone()) {
                             self.op

@@ -20,7 +20,7 @@ use puppet_conductor::controller::error::chain;
 use puppet_conductor::controller::events::MemoryEvents;
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
-use puppet_conductor::controller::{master, node, Context, ReconcileError};
+use puppet_conductor::controller::{master, node, signing_watch, Context, ReconcileError};
 use puppet_conductor::fakes::ca::FakeCa;
 use puppet_conductor::fakes::ec2::FakeEc2;
 use puppet_conductor::fakes::records::FakeRecords;
@@ -38,17 +38,18 @@ pub const CLOUD_SECRET: &str = "cloud";
 pub const CHALLENGE_SECRET: &str = "m-challenge-key";
 pub const KEY: [u8; 32] = [7u8; 32];
 
-/// The kinds the operator reconciles.
+/// The kinds the operator reconciles, and the runner's CA watch of a master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Master,
     Node,
+    Watch,
 }
 
 impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
-            Kind::Master => "puppetmasters",
+            Kind::Master | Kind::Watch => "puppetmasters",
             Kind::Node => "puppetnodes",
         }
     }
@@ -208,8 +209,9 @@ pub struct Operator {
     pub rerun: BTreeSet<ObjKey>,
     /// Reconciles started per object (for the self-wake bound).
     pub starts: BTreeMap<ObjKey, usize>,
-    /// Nodes a describe found without their instance (the runner's `reconcile_on`).
-    pub vanished: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Nodes the shared observation wakes (the runner's `reconcile_on`): a describe found
+    /// their instance gone, or a CA listing changed their entry.
+    pub wakes: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// The master store node passes read (the runner's master watch): the trial's watch
     /// step writes into it what it sees, when it schedules the triggers.
     pub masters: kube::runtime::reflector::store::Writer<GuardedMaster>,
@@ -226,12 +228,12 @@ impl Operator {
     pub fn start(client: kube::Client, factory: Arc<SimFactory>) -> Self {
         let events = Arc::new(MemoryEvents::default());
         let ctx = Arc::new(Context::new(client, factory, events, settings()));
-        let vanished = ctx.snapshots.subscribe_vanished();
+        let wakes = ctx.snapshots.subscribe_wakes();
         let (store, masters) = kube::runtime::reflector::store();
         ctx.master_cache.attach(store);
         Self {
             ctx,
-            vanished,
+            wakes,
             masters,
             running: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -284,6 +286,22 @@ impl Operator {
                     }
                 })
             }
+            Kind::Watch => {
+                let obj: PuppetMaster = serde_json::from_value(value).ok()?;
+                // The runner asks its node store; here the API's nodes are that store.
+                let nodes: Vec<PuppetNode> = api
+                    .list("puppetnodes", NS)
+                    .into_iter()
+                    .filter_map(|n| serde_json::from_value(n).ok())
+                    .collect();
+                let waiting = signing_watch::master_awaits_signing(&obj, nodes.iter());
+                tokio::spawn(async move {
+                    match signing_watch::watch_signing(&obj, &ctx, waiting).await {
+                        Some(after) => (Action::requeue(after), None),
+                        None => (Action::await_change(), None),
+                    }
+                })
+            }
             Kind::Master => {
                 let obj: PuppetMaster = serde_json::from_value(value).ok()?;
                 tokio::spawn(async move {
@@ -328,15 +346,25 @@ impl Operator {
             if self.rerun.remove(&key) {
                 self.schedule(key.clone(), Instant::now());
             }
+            // The runner looks at each master's CA every tick; here the watch is queued
+            // when a node pass may have made a node wait on the CA (a launch, say).
+            let watch = (Kind::Watch, MASTER.to_string());
+            if key.0 == Kind::Node
+                && !self.queue.contains_key(&watch)
+                && !self.running.contains_key(&watch)
+            {
+                // As the runner's tick: at most one look per second.
+                self.schedule(watch, Instant::now() + Duration::from_secs(1));
+            }
             out.push((key, after, error));
         }
         out
     }
 
-    /// Queues now the nodes a describe found without their instance.
-    pub fn wake_vanished(&mut self) -> Vec<String> {
+    /// Queues now the nodes the shared observation woke.
+    pub fn wake_nodes(&mut self) -> Vec<String> {
         let mut woken = Vec::new();
-        while let Ok(key) = self.vanished.try_recv() {
+        while let Ok(key) = self.wakes.try_recv() {
             if let Some((_, name)) = key.split_once('/') {
                 self.schedule((Kind::Node, name.to_string()), Instant::now());
                 woken.push(name.to_string());

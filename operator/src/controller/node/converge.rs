@@ -224,8 +224,14 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         // Nothing here changes until the other node goes: look again at the resync.
         _ if conflict.is_some() => Requeue::requeue(ctx.settings.resync),
         Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
-        // Waiting for a CSR: poll at the master's signing interval.
-        Phase::AwaitingCsr => Requeue::requeue(super::poll_interval(master)),
+        // Waiting for a CSR: the master's CA watch wakes this node when its entry changes.
+        // Only what the watch cannot tell is looked at again at the signing interval: a CA
+        // that could not be listed (per-certname reads) or a CSR this pass left waiting
+        // (its removal paced, or autosign's to be decided again).
+        Phase::AwaitingCsr if snapshot.certificates.is_none() || (csr_waiting && !signed) => {
+            Requeue::requeue(super::poll_interval(master))
+        }
+        Phase::AwaitingCsr => Requeue::requeue(ctx.settings.resync),
         _ => Requeue::requeue(ctx.settings.converging),
     })
 }

@@ -21,10 +21,11 @@ use self::converge::converge;
 use self::desired::{NodeIdentity, Pass};
 use self::report::report_failure;
 use self::validate::validate;
-use crate::api::master::{PuppetMaster, SigningMode, MIN_POLL_INTERVAL};
-use crate::api::node::PuppetNode;
+use crate::api::master::{PuppetMaster, SigningMode};
+use crate::api::node::{Phase, PuppetNode};
 use crate::controller::error::ReconcileError;
 use crate::controller::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+use crate::controller::signing_watch::poll_interval;
 use crate::controller::{Context, NODE_FINALIZER};
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
@@ -100,7 +101,7 @@ async fn reconcile_inner(
             &id.master_key,
             &services,
             ctx.settings.snapshot_max_age,
-            ca_listing_age_limit(&master, ctx.settings.snapshot_max_age),
+            ca_listing_age_limit(&master, &node, ctx.settings.snapshot_max_age),
         )
         .await?;
 
@@ -148,21 +149,16 @@ async fn reconcile_inner(
     }
 }
 
-/// How old the CA listing of the master's shared snapshot may be for this pass. In
-/// `Operator` mode it is what signing polls, so it is never older than
-/// `signing.pollInterval`: one listing per master per interval, while instances and
-/// records are still observed once per snapshot age.
-fn ca_listing_age_limit(master: &PuppetMaster, max_age: Duration) -> Duration {
+/// How old the CA listing of the master's shared snapshot may be for this pass. A node
+/// waiting for its CSR in `Operator` mode reads one at most `signing.pollInterval` old
+/// (the CA watch keeps it so, one listing per master per interval); other passes take it
+/// with the snapshot.
+fn ca_listing_age_limit(master: &PuppetMaster, node: &PuppetNode, max_age: Duration) -> Duration {
+    let waiting = node.status.as_ref().and_then(|s| s.phase) == Some(Phase::AwaitingCsr);
     match master.spec.signing.mode {
-        SigningMode::Operator => poll_interval(master).min(max_age),
-        SigningMode::Policy => max_age,
+        SigningMode::Operator if waiting => poll_interval(master).min(max_age),
+        _ => max_age,
     }
-}
-
-/// The master's `signing.pollInterval`, never below the schema's minimum (a server
-/// without CEL rules admits less; a zero interval would poll in a tight loop).
-pub(super) fn poll_interval(master: &PuppetMaster) -> Duration {
-    Duration::from(master.spec.signing.poll_interval).max(MIN_POLL_INTERVAL)
 }
 
 #[cfg(test)]

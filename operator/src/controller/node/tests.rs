@@ -45,8 +45,9 @@ fn node() -> Arc<PuppetNode> {
 }
 
 #[test]
-fn in_operator_mode_the_ca_listing_is_never_older_than_the_poll_interval() {
+fn a_node_waiting_in_operator_mode_reads_a_ca_listing_no_older_than_the_poll_interval() {
     use crate::api::master::{PuppetMasterSpec, SigningMode};
+    use crate::api::node::PuppetNodeStatus;
     let spec: PuppetMasterSpec = serde_json::from_value(serde_json::json!({
         "server": "puppet", "ca": {"url": "https://ca", "clientSecretRef": {"name": "c"}},
         "cloud": {"region": "r"}, "records": {"bucket": "b"},
@@ -55,19 +56,34 @@ fn in_operator_mode_the_ca_listing_is_never_older_than_the_poll_interval() {
     .unwrap();
     let mut master = PuppetMaster::new("pm", spec);
     let ten = Duration::from_secs(10);
-    assert_eq!(ca_listing_age_limit(&master, ten), Duration::from_secs(2));
+    let mut waiting = (*node()).clone();
+    waiting.status = Some(PuppetNodeStatus {
+        phase: Some(Phase::AwaitingCsr),
+        ..Default::default()
+    });
+    assert_eq!(
+        ca_listing_age_limit(&master, &waiting, ten),
+        Duration::from_secs(2)
+    );
+    let mut ready = waiting.clone();
+    ready.status.as_mut().unwrap().phase = Some(Phase::Ready);
+    assert_eq!(
+        ca_listing_age_limit(&master, &ready, ten),
+        ten,
+        "a Ready node's resync takes the listing with the snapshot"
+    );
     master.spec.signing.poll_interval = "1m".parse().unwrap();
     assert_eq!(
-        ca_listing_age_limit(&master, ten),
+        ca_listing_age_limit(&master, &waiting, ten),
         ten,
         "never longer than the limit"
     );
     master.spec.signing.mode = SigningMode::Policy;
     master.spec.signing.poll_interval = "2s".parse().unwrap();
     assert_eq!(
-        ca_listing_age_limit(&master, ten),
+        ca_listing_age_limit(&master, &waiting, ten),
         ten,
-        "Policy mode does not poll"
+        "Policy mode does not sign: its passes take the listing with the snapshot"
     );
 }
 
