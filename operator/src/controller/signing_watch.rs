@@ -71,3 +71,51 @@ pub async fn watch_signing(
         .await
         .then_some(interval)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::node::PuppetNodeStatus;
+
+    fn node(ns: &str, master: &str, phase: Option<Phase>, deleting: bool) -> PuppetNode {
+        let mut n: PuppetNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetNode",
+            "metadata": {"name": "n", "namespace": ns},
+            "spec": {"masterRef": {"name": master}}
+        }))
+        .unwrap();
+        n.status = Some(PuppetNodeStatus {
+            phase,
+            ..Default::default()
+        });
+        if deleting {
+            n.metadata.deletion_timestamp =
+                Some(crate::status::conditions::time(chrono::Utc::now()));
+        }
+        n
+    }
+
+    #[test]
+    fn a_master_awaits_signing_only_for_its_own_nodes_that_wait_on_the_ca() {
+        let master: PuppetMaster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetMaster",
+            "metadata": {"name": "pm", "namespace": "a"},
+            "spec": {"server": "puppet", "ca": {"url": "https://ca", "clientSecretRef": {"name": "c"}},
+                     "cloud": {"region": "r"}, "records": {"bucket": "b"}}
+        }))
+        .unwrap();
+        for phase in [Phase::Launching, Phase::AwaitingCsr, Phase::Replacing] {
+            let waiting = [node("a", "pm", Some(phase), false)];
+            assert!(master_awaits_signing(&master, waiting.iter()), "{phase:?}");
+        }
+        let not_waiting = [
+            node("a", "pm", Some(Phase::Ready), false),
+            node("a", "pm", Some(Phase::Signed), false),
+            node("a", "pm", None, false),
+            node("a", "pm", Some(Phase::AwaitingCsr), true),
+            node("a", "other", Some(Phase::AwaitingCsr), false),
+            node("b", "pm", Some(Phase::AwaitingCsr), false),
+        ];
+        assert!(!master_awaits_signing(&master, not_waiting.iter()));
+    }
+}
