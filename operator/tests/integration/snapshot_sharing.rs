@@ -26,6 +26,18 @@ fn calls(metrics: &Metrics, service: &str, operation: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// moto and the real CA, counted by the operator's metered decorators.
+fn metered_services(svc: &Services, moto: &MotoServices, metrics: &Arc<Metrics>) -> MasterServices {
+    MasterServices {
+        cloud: moto.cloud.clone(),
+        records: moto.records.clone(),
+        ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
+        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
+        challenge_key: ChallengeKey::generate(),
+    }
+    .metered(metrics)
+}
+
 #[tokio::test]
 async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
     let _shared = MOTO_LOAD.read().await;
@@ -35,14 +47,7 @@ async fn a_stale_ca_listing_is_refreshed_alone_and_a_stale_snapshot_entirely() {
     };
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("snap")).await;
     let metrics = Arc::new(Metrics::new());
-    let services = MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
-        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
-        challenge_key: ChallengeKey::generate(),
-    }
-    .metered(&metrics);
+    let services = metered_services(&svc, &moto, &metrics);
     let cache = SnapshotCache::default();
     let key = format!("{NS}/{}", unique("pm"));
     let (long, stale) = (Duration::from_secs(600), Duration::ZERO);
@@ -193,14 +198,7 @@ async fn the_ca_watch_wakes_only_the_node_whose_csr_arrived_and_lists_nothing_on
     };
     let moto = MotoServices::new(&svc.moto_endpoint, "us-east-1", &unique("watch")).await;
     let metrics = Arc::new(Metrics::new());
-    let services = MasterServices {
-        cloud: moto.cloud.clone(),
-        records: moto.records.clone(),
-        ca: Arc::new(svc.puppet.ca_client(Duration::from_secs(20))),
-        ca_cert_pem: String::from_utf8(svc.puppet.ca_pem()).unwrap(),
-        challenge_key: ChallengeKey::generate(),
-    }
-    .metered(&metrics);
+    let services = metered_services(&svc, &moto, &metrics);
     let cache = SnapshotCache::default();
     let mut woken = cache.subscribe_wakes();
     let key = format!("{NS}/{}", unique("pm"));
