@@ -1,8 +1,10 @@
 //! What one master's cloud, bucket and CA were seen to hold: the data of a snapshot,
 //! without its timing or the I/O that took it, so the pure parts (orphan finding) can
 //! read it.
-
-use std::collections::HashMap;
+//!
+//! Its collections are persistent (imbl): a snapshot is copied for every launch and
+//! record write the operator folds into it, and a copy shares all it does not change,
+//! so a burst of n writes costs O(n log n), not O(n²).
 
 use crate::certificate::CertificateInfo;
 use crate::instance::Instance;
@@ -12,10 +14,13 @@ use crate::record::RecordListing;
 #[derive(Clone, Debug)]
 pub struct MasterObservation {
     /// Every instance tagged for the master, any state.
-    pub instances: Vec<Instance>,
+    pub instances: imbl::Vector<Instance>,
     /// Records and check-ins under the master's prefix.
     pub records: RecordListing,
     /// Certificates and CSRs by certname; `None` when the CA could not be listed
     /// (unknown, never read as empty).
-    pub certificates: Option<HashMap<String, CertificateInfo>>,
+    pub certificates: Option<CaListing>,
 }
+
+/// The CA's certificates and CSRs by certname, as one listing saw them.
+pub type CaListing = imbl::HashMap<String, CertificateInfo>;

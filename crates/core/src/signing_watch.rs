@@ -4,20 +4,19 @@
 //! changes (a CSR arrives or is replaced, autosign signs it, it is cleaned), not on a
 //! timer of its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::certificate::{CertState, CertificateInfo};
+use crate::certificate::CertState;
 use crate::instance::{tags, Instance, InstanceState};
-use crate::observation::MasterObservation;
-
-/// A CA listing by certname.
-pub type Listing = HashMap<String, CertificateInfo>;
+use crate::observation::{CaListing as Listing, MasterObservation};
 
 /// The certnames of the master's live (pending or running) instances, with the
 /// `namespace/name` of the node each was launched for.
-pub fn live_certnames(instances: &[Instance]) -> BTreeMap<String, String> {
+pub fn live_certnames<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
+) -> BTreeMap<String, String> {
     instances
-        .iter()
+        .into_iter()
         .filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running))
         .filter_map(|i| {
             Some((
@@ -73,6 +72,7 @@ pub fn changed_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certificate::CertificateInfo;
     use crate::record::RecordListing;
 
     fn instance(id: &str, certname: &str, node: &str, state: InstanceState) -> Instance {
@@ -118,7 +118,7 @@ mod tests {
 
     fn observation(instances: Vec<Instance>, listing: Option<Listing>) -> MasterObservation {
         MasterObservation {
-            instances,
+            instances: instances.into(),
             records: RecordListing::default(),
             certificates: listing,
         }

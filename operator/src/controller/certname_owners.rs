@@ -8,6 +8,7 @@
 //! The nodes and masters come from one listing in the operator's scope, reused for
 //! `max_age`; a failed listing is an error, never "no conflict".
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,22 +57,56 @@ pub fn normalize_ca_url(url: &str) -> String {
 
 /// The older node, other than `me`, on the same CA that claims `certname` (pure).
 pub fn older_claimant<'a>(
-    claimants: &'a [Claimant],
+    claimants: impl IntoIterator<Item = &'a Claimant>,
     me: &Claimant,
     certname: &str,
 ) -> Option<&'a Claimant> {
-    let rank = |c: &Claimant| (c.created.as_ref().map(|t| t.0), c.uid.clone());
+    let rank = |c: &'a Claimant| (c.created.as_ref().map(|t| t.0), c.uid.as_str());
+    let mine = (me.created.as_ref().map(|t| t.0), me.uid.as_str());
     claimants
-        .iter()
+        .into_iter()
         .filter(|c| c.uid != me.uid && c.ca.is_some() && c.ca == me.ca && c.claims(certname))
-        .filter(|c| rank(c) < rank(me))
+        .filter(|c| rank(c) < mine)
         .min_by_key(|c| rank(c))
+}
+
+/// The claimants of one listing, indexed by what they claim (a fixed certname, or the
+/// UID a generated certname begins with): a pass reads the few that could claim its
+/// certname, not every node in scope.
+#[derive(Debug, Default)]
+pub struct Claimants {
+    list: Vec<Claimant>,
+    by_claim: HashMap<String, Vec<usize>>,
+}
+
+impl Claimants {
+    /// Indexes `list`.
+    pub fn new(list: Vec<Claimant>) -> Self {
+        let mut by_claim: HashMap<String, Vec<usize>> = HashMap::new();
+        for (at, c) in list.iter().enumerate() {
+            let claim = c.fixed_certname.clone().unwrap_or_else(|| c.uid.clone());
+            by_claim.entry(claim).or_default().push(at);
+        }
+        Self { list, by_claim }
+    }
+
+    /// Those that might claim `certname` (a superset: [`Claimant::claims`] decides).
+    pub fn candidates(&self, certname: &str) -> Vec<&Claimant> {
+        let generated = certname.rsplit_once('-').map(|(uid, _)| uid);
+        [Some(certname), generated.filter(|uid| *uid != certname)]
+            .into_iter()
+            .flatten()
+            .filter_map(|claim| self.by_claim.get(claim))
+            .flatten()
+            .filter_map(|&at| self.list.get(at))
+            .collect()
+    }
 }
 
 /// The nodes in scope, listed at most once per `max_age`.
 #[derive(Default)]
 pub struct CertnameOwners {
-    cache: Mutex<Option<(Instant, Arc<Vec<Claimant>>)>>,
+    cache: Mutex<Option<(Instant, Arc<Claimants>)>>,
 }
 
 impl CertnameOwners {
@@ -85,7 +120,7 @@ impl CertnameOwners {
         certname: &str,
     ) -> Result<Option<String>, kube::Error> {
         let claimants = self.claimants(client, scope, max_age).await?;
-        Ok(older_claimant(&claimants, &me, certname).map(|c| c.key.clone()))
+        Ok(older_claimant(claimants.candidates(certname), &me, certname).map(|c| c.key.clone()))
     }
 
     async fn claimants(
@@ -93,7 +128,7 @@ impl CertnameOwners {
         client: &kube::Client,
         scope: &Scope,
         max_age: Duration,
-    ) -> Result<Arc<Vec<Claimant>>, kube::Error> {
+    ) -> Result<Arc<Claimants>, kube::Error> {
         let mut cache = self.cache.lock().await;
         if let Some((at, list)) = cache.as_ref() {
             if at.elapsed() < max_age {
@@ -130,7 +165,7 @@ impl CertnameOwners {
                 })
             })
             .collect();
-        let list = Arc::new(list);
+        let list = Arc::new(Claimants::new(list));
         *cache = Some((Instant::now(), list.clone()));
         Ok(list)
     }
@@ -194,6 +229,47 @@ mod tests {
         assert_eq!(
             older_claimant(&[gen.clone(), fixed.clone()], &fixed, "0f3c-2").map(|c| c.key.as_str()),
             Some("a/n")
+        );
+    }
+
+    #[test]
+    fn the_index_finds_what_a_scan_of_every_claimant_finds() {
+        // Generated UIDs, fixed certnames, a fixed certname shaped like a generated one,
+        // and UIDs that contain dashes, on two CAs.
+        let mut list = Vec::new();
+        for i in 0..40i64 {
+            let ca = if i % 3 == 0 { "https://b" } else { "https://a" };
+            let fixed = match i % 5 {
+                0 => Some(format!("web{}.example.com", i % 4)),
+                1 => Some(format!("u-{}-{}", i % 7, 1 + i % 2)),
+                _ => None,
+            };
+            let uid = format!("u-{}", i % 9);
+            list.push(claimant(
+                &format!("ns/n{i}"),
+                &uid,
+                100 + i,
+                ca,
+                fixed.as_deref(),
+            ));
+        }
+        let index = Claimants::new(list.clone());
+        let certnames = (0..4)
+            .map(|k| format!("web{k}.example.com"))
+            .chain((0..9).flat_map(|u| (0..4).map(move |n| format!("u-{u}-{n}"))));
+        let mut conflicts = 0;
+        for certname in certnames {
+            for me in &list {
+                let scanned = older_claimant(&list, me, &certname).map(|c| &c.key);
+                let indexed =
+                    older_claimant(index.candidates(&certname), me, &certname).map(|c| &c.key);
+                assert_eq!(scanned, indexed, "{certname} for {}", me.key);
+                conflicts += usize::from(scanned.is_some());
+            }
+        }
+        assert!(
+            conflicts > 20,
+            "the case has conflicts to find: {conflicts}"
         );
     }
 }

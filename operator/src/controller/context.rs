@@ -6,12 +6,14 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::certname_owners::CertnameOwners;
 use super::events::EventSink;
+use super::finalizers::AddedFinalizers;
 use super::guards::{
     Absences, CsrRemovals, LaunchAttempts, ReplacementSlots, UnsignedClaims,
     DEFAULT_MAX_REPLACEMENTS,
 };
 use super::master::MasterMemory;
 use super::master_cache::MasterCache;
+use super::secret_cache::SecretCache;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
 use crate::metrics::Metrics;
@@ -111,6 +113,10 @@ pub struct Context {
     pub unsigned_claims: UnsignedClaims,
     /// The masters as the watch sees them (node passes read their master here).
     pub master_cache: MasterCache,
+    /// The Secrets' metadata as the watch sees it (holds are checked here first).
+    pub secret_cache: SecretCache,
+    /// Finalizers this process added that the caches do not show yet.
+    pub added_finalizers: AddedFinalizers,
 }
 
 impl Context {
@@ -138,6 +144,8 @@ impl Context {
             launch_attempts: LaunchAttempts::default(),
             unsigned_claims: UnsignedClaims::default(),
             master_cache: MasterCache::default(),
+            secret_cache: SecretCache::default(),
+            added_finalizers: AddedFinalizers::default(),
         }
     }
 
@@ -150,6 +158,7 @@ impl Context {
         self.orphans.forget_master(master_key);
         self.csr_removals.forget(master_key);
         self.metrics.forget_master(master_key);
+        self.added_finalizers.forget_master(master_key);
     }
 
     /// Shares `metrics` (the registry the HTTP server exposes).

@@ -22,7 +22,7 @@ use kube::core::DeserializeGuard;
 use kube::{Resource, ResourceExt};
 
 use super::error::ReconcileError;
-use super::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+use super::finalizers::{add_finalizer, has_finalizer, remove_finalizer, secret_finalizer_key};
 use super::services::default_challenge_secret_name;
 use super::{Context, SECRET_FINALIZER};
 use crate::api::master::PuppetMaster;
@@ -149,7 +149,9 @@ fn secrets_api(ctx: &Context, namespace: &str) -> Api<Secret> {
 }
 
 /// Adds the in-use finalizer to each Secret `master` references that exists and lacks it;
-/// returns how many it added. A missing Secret is left to the services' own error, and one
+/// returns how many it added. A Secret the watch shows held, or that this process held
+/// (or read held) since the watch's copy, is not read again; the others are read from
+/// the API. A missing Secret is left to the services' own error, and one
 /// already being deleted cannot take a new finalizer (the API forbids it): it is still
 /// read until it goes.
 pub async fn hold(
@@ -160,10 +162,19 @@ pub async fn hold(
     let api = secrets_api(ctx, namespace);
     let mut added = 0;
     for name in referenced_secrets(master) {
+        let key = secret_finalizer_key(namespace, &name);
+        let cached = ctx.secret_cache.version(namespace, &name);
+        let watched = ctx.secret_cache.is_watched();
+        if ctx.secret_cache.holds(namespace, &name, SECRET_FINALIZER)
+            || (watched && ctx.added_finalizers.noted(&key, cached.as_deref()))
+        {
+            continue;
+        }
         let Some(secret) = api.get_opt(&name).await.map_err(ReconcileError::Kube)? else {
             continue;
         };
         if has_finalizer(&secret, SECRET_FINALIZER) {
+            ctx.added_finalizers.note(&key, cached.as_deref());
             continue;
         }
         if secret.meta().deletion_timestamp.is_some() {
@@ -176,6 +187,7 @@ pub async fn hold(
             continue;
         }
         add_finalizer(&api, &secret, SECRET_FINALIZER).await?;
+        ctx.added_finalizers.note(&key, cached.as_deref());
         added += 1;
     }
     Ok(added)
@@ -233,6 +245,8 @@ async fn release(
         if holders.needs(&name, except) {
             continue;
         }
+        ctx.added_finalizers
+            .forget(&secret_finalizer_key(namespace, &name));
         match remove_finalizer(&api, &secret, SECRET_FINALIZER).await {
             Ok(()) => {}
             // Gone meanwhile: nothing left to release.

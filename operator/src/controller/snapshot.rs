@@ -19,20 +19,26 @@ use tokio::time::Instant;
 
 use super::error::ReconcileError;
 use super::services::MasterServices;
-use crate::ca::{CertState, CertificateInfo};
+use crate::ca::CertState;
 use crate::cloud::{tags, Instance, InstanceState};
-use crate::observation::MasterObservation;
+use crate::observation::{CaListing as Listing, MasterObservation};
 use crate::records::ListedRecord;
 use crate::signing_watch::{changed_nodes, live_certnames};
 use crate::sync::lock;
 
 /// What was observed of one master's cloud, bucket and CA, and when: the observation
-/// (data, in core) with its timing and read budget. It derefs to the observation, so
-/// `snapshot.instances` reads the data.
+/// (data, in core) with its timing, read budget and an index of its instances. It derefs
+/// to the observation, so `snapshot.records` reads the data; instances are added with
+/// [`Snapshot::add_instance`] only, which keeps the index.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// The instances, records and CA listing seen.
-    pub observed: MasterObservation,
+    observed: MasterObservation,
+    /// Positions in `observed.instances` by instance id and by the node UID tag: a node's
+    /// pass looks its instances up, not through every instance of the master (10,000
+    /// nodes' passes would otherwise cost 10⁸ tag reads).
+    by_id: imbl::HashMap<String, usize>,
+    by_node: imbl::HashMap<String, Vec<usize>>,
     /// Per-certname CA reads left for this CA listing while it is failing: nodes waiting
     /// for a CSR fall back to them, at most this many per poll interval.
     pub degraded_reads: Arc<AtomicUsize>,
@@ -50,12 +56,6 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
-impl std::ops::DerefMut for Snapshot {
-    fn deref_mut(&mut self) -> &mut MasterObservation {
-        &mut self.observed
-    }
-}
-
 /// Per-certname CA reads allowed per failed CA listing (per poll interval and master).
 pub const DEGRADED_READS_PER_POLL: usize = 50;
 
@@ -67,20 +67,69 @@ impl Snapshot {
             .is_ok()
     }
 
+    /// A snapshot of `observed`, taken `now`, with a new index.
+    pub fn new(
+        observed: MasterObservation,
+        degraded_reads: Arc<AtomicUsize>,
+        now: Instant,
+    ) -> Self {
+        let mut snapshot = Snapshot {
+            observed: MasterObservation {
+                instances: imbl::Vector::new(),
+                ..observed
+            },
+            degraded_reads,
+            taken: now,
+            ca_taken: now,
+            by_id: imbl::HashMap::new(),
+            by_node: imbl::HashMap::new(),
+        };
+        for instance in observed.instances {
+            snapshot.add_instance(instance);
+        }
+        snapshot
+    }
+
+    /// Adds an instance unless one of its id is there already (the first seen is kept).
+    pub fn add_instance(&mut self, instance: Instance) {
+        if self.by_id.contains_key(&instance.id) {
+            return;
+        }
+        let at = self.observed.instances.len();
+        self.by_id.insert(instance.id.clone(), at);
+        if let Some(uid) = instance.tags.get(tags::NODE_UID) {
+            self.by_node.entry(uid.clone()).or_default().push(at);
+        }
+        self.observed.instances.push_back(instance);
+    }
+
+    /// The instance of this id, if seen.
+    pub fn instance(&self, id: &str) -> Option<&Instance> {
+        self.by_id
+            .get(id)
+            .and_then(|&at| self.observed.instances.get(at))
+    }
+
     /// Instances launched for one node (by UID tag).
     pub fn node_instances(&self, node_uid: &str) -> Vec<Instance> {
-        self.instances
-            .iter()
-            .filter(|i| i.tags.get(tags::NODE_UID).map(String::as_str) == Some(node_uid))
-            .cloned()
+        self.by_node
+            .get(node_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|&at| self.observed.instances.get(at).cloned())
             .collect()
+    }
+
+    /// The observation (for the pure parts that read it whole).
+    pub fn observed(&self) -> &MasterObservation {
+        &self.observed
     }
 }
 
 /// The CA's certificates and CSRs by certname. The listing only refines status and
 /// revocation; an unreachable CA must not stop launches or deletion of instances, so it
 /// is optional (`None`).
-type CaListing = Option<HashMap<String, CertificateInfo>>;
+type CaListing = Option<Listing>;
 
 async fn list_ca(master_key: &str, services: &MasterServices) -> CaListing {
     match services.ca.list(None).await {
@@ -216,6 +265,7 @@ impl SnapshotCache {
             self.wake(vanished_nodes(&before, &live));
         }
         self.merge_launches(master_key, &mut instances);
+        let instances = imbl::Vector::from(instances);
         let records = services.records.list().await?;
         let certificates = list_ca(master_key, services).await;
         if let (Some(before), Some(after)) = (&slot.snapshot, &certificates) {
@@ -227,17 +277,12 @@ impl SnapshotCache {
             ));
         }
         let degraded_reads = degraded_budget(&certificates);
-        let now = Instant::now();
-        let snapshot = Arc::new(Snapshot {
-            observed: MasterObservation {
-                instances,
-                records,
-                certificates,
-            },
-            degraded_reads,
-            taken: now,
-            ca_taken: now,
-        });
+        let observed = MasterObservation {
+            instances,
+            records,
+            certificates,
+        };
+        let snapshot = Arc::new(Snapshot::new(observed, degraded_reads, Instant::now()));
         slot.snapshot = Some(snapshot.clone());
         slot.stale = false;
         Ok(snapshot)
@@ -261,7 +306,7 @@ impl SnapshotCache {
             ));
         }
         next.degraded_reads = degraded_budget(&listing);
-        next.certificates = listing;
+        next.observed.certificates = listing;
         next.ca_taken = Instant::now();
         Arc::new(next)
     }
@@ -350,24 +395,22 @@ impl SnapshotCache {
             .entry(master_key.to_string())
             .or_default()
             .push((instance.clone(), Instant::now()));
-        self.update(master_key, |s| {
-            if !s.instances.iter().any(|i| i.id == instance.id) {
-                s.instances.push(instance);
-            }
-        })
-        .await;
+        self.update(master_key, |s| s.add_instance(instance)).await;
     }
 
     /// Records that a record was written (or deleted, with `None`).
     pub async fn record(&self, master_key: &str, certname: &str, listed: Option<ListedRecord>) {
-        self.update(master_key, |s| match listed {
-            Some(l) => {
-                s.records.records.insert(certname.to_string(), l);
-            }
-            None => {
-                s.records.records.remove(certname);
-                s.records.check_ins.remove(certname);
-                s.records.signatures.remove(certname);
+        self.update(master_key, |s| {
+            let records = &mut s.observed.records;
+            match listed {
+                Some(l) => {
+                    records.records.insert(certname.to_string(), l);
+                }
+                None => {
+                    records.records.remove(certname);
+                    records.check_ins.remove(certname);
+                    records.signatures.remove(certname);
+                }
             }
         })
         .await;
@@ -376,7 +419,7 @@ impl SnapshotCache {
     /// Records that a certname was revoked and cleaned at the CA.
     pub async fn revoked(&self, master_key: &str, certname: &str) {
         self.update(master_key, |s| {
-            if let Some(c) = s.certificates.as_mut() {
+            if let Some(c) = s.observed.certificates.as_mut() {
                 c.remove(certname);
             }
         })
@@ -403,7 +446,7 @@ impl SnapshotCache {
 }
 
 /// Is a certificate or CSR of this certname present at the CA (not yet cleaned)?
-pub fn ca_has(certificates: &HashMap<String, CertificateInfo>, certname: &str) -> bool {
+pub fn ca_has(certificates: &Listing, certname: &str) -> bool {
     certificates
         .get(certname)
         .is_some_and(|c| matches!(c.state, CertState::Requested | CertState::Signed))
@@ -495,5 +538,44 @@ mod tests {
             LAUNCH_VISIBILITY_GRACE,
         );
         assert!(described.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_are_found_by_id_and_node_and_an_id_is_added_once() {
+        let tagged = |id: &str, uid: &str, state| {
+            let mut i = of_node(id, "ns/n", state);
+            i.tags.insert(tags::NODE_UID.into(), uid.into());
+            i
+        };
+        let observed = MasterObservation {
+            instances: vec![
+                tagged("i-1", "uid-a", InstanceState::Terminated),
+                tagged("i-2", "uid-b", InstanceState::Running),
+                instance("i-untagged"),
+            ]
+            .into(),
+            records: Default::default(),
+            certificates: None,
+        };
+        let mut s = Snapshot::new(observed, degraded_budget(&None), Instant::now());
+        s.add_instance(tagged("i-3", "uid-a", InstanceState::Pending));
+        // Known by id: the first view is kept (a describe newer than the launch).
+        s.add_instance(tagged("i-2", "uid-b", InstanceState::Pending));
+        let ids = |uid| {
+            s.node_instances(uid)
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("uid-a"), ["i-1", "i-3"]);
+        assert_eq!(ids("uid-b"), ["i-2"]);
+        assert!(ids("uid-none").is_empty());
+        assert_eq!(
+            s.instance("i-2").map(|i| i.state),
+            Some(InstanceState::Running)
+        );
+        assert!(s.instance("i-untagged").is_some());
+        assert!(s.instance("i-9").is_none());
+        assert_eq!(s.instances.len(), 4);
     }
 }

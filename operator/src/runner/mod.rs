@@ -284,6 +284,7 @@ pub async fn run_controllers(
             .reflect(secret_writer),
     );
     ctx.services.attach_secret_versions(secret_reader.clone());
+    ctx.secret_cache.attach(secret_reader.clone());
     let sweep = hold_sweep(
         ctx.clone(),
         HoldCaches {

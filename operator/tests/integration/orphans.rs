@@ -196,7 +196,8 @@ impl World {
                 .cloud
                 .describe_master_instances(&self.master_key)
                 .await
-                .unwrap(),
+                .unwrap()
+                .into(),
             records: self.records.list().await.unwrap(),
             // The CA is shared with every test running now: look at this test's only, or
             // Cleanup would revoke theirs (their nodes are not in these Owners).

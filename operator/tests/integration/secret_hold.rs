@@ -579,3 +579,126 @@ async fn services_read_no_secret_while_the_watch_shows_the_versions_they_were_bu
     other.services(&m).await.unwrap();
     assert_eq!(secret_reads(), reads + 8);
 }
+
+/// The in-memory cloud, bucket and CA (the node passes need services to reach the holds).
+async fn fake_services() -> Arc<MasterServices> {
+    use puppet_conductor::fakes::{ca::FakeCa, ec2::FakeEc2, records::FakeRecords, Faults};
+    let gate = Arc::new(Faults::default());
+    let ca = Arc::new(FakeCa::new(gate.clone()));
+    let ca_cert_pem = puppet_conductor::ca::PuppetCa::ca_certificate(ca.as_ref())
+        .await
+        .unwrap();
+    Arc::new(MasterServices {
+        cloud: Arc::new(FakeEc2::new(gate.clone())),
+        records: Arc::new(FakeRecords::new(gate, "nodes/")),
+        ca,
+        ca_cert_pem,
+        challenge_key: puppet_conductor::identity::ChallengeKey::from_bytes(&[7u8; 32]).unwrap(),
+    })
+}
+
+struct FakeServices(Arc<MasterServices>);
+
+#[async_trait::async_trait]
+impl ServiceFactory for FakeServices {
+    async fn services(&self, _: &PuppetMaster) -> Result<Arc<MasterServices>, ReconcileError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Node passes of one master started together (the creation burst of a fleet), with the
+/// watches attached but behind: the first pass holds the Secrets and the master, the
+/// others read and patch none of them. A finalizer removed behind the operator's back is
+/// held again once the watch shows the removal.
+#[tokio::test]
+async fn a_burst_of_node_passes_holds_the_secrets_and_the_master_once() {
+    let secrets: Vec<Secret> = SECRETS.iter().map(|n| secret(n)).collect();
+    let nodes: Vec<PuppetNode> = (0..20)
+        .map(|i| node(&format!("n{i}"), "pm", &["role::web"]))
+        .collect();
+    let gets = Arc::new(Mutex::new(Vec::<String>::new()));
+    let patched = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (g, p) = (gets.clone(), patched.clone());
+    let mut builder = ClientBuilder::new()
+        .with_resource::<PuppetMaster>()
+        .with_resource::<PuppetNode>()
+        .with_interceptor_funcs(
+            interceptor::Funcs::new()
+                .get(move |ctx| {
+                    g.lock().unwrap().push(ctx.name.to_string());
+                    Ok(None)
+                })
+                .patch(move |ctx| {
+                    p.lock().unwrap().push(ctx.name.to_string());
+                    Ok(None)
+                }),
+        )
+        .with_object(master_with_records("pm"));
+    for n in nodes {
+        builder = builder.with_object(n);
+    }
+    for s in secrets {
+        builder = builder.with_object(s);
+    }
+    let client = builder.build().await.unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(FakeServices(fake_services().await)),
+        Arc::new(MemoryEvents::default()),
+        NodeSettings::default(),
+    ));
+    // The watches as they are just after start: synced, the objects not delivered yet.
+    let (store, mut writer) = reflector::store::<SecretMeta>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    ctx.secret_cache.attach(store);
+    let count = |log: &Arc<Mutex<Vec<String>>>, names: &[&str]| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|n| names.contains(&n.as_str()))
+            .count()
+    };
+
+    let nodes_api: Api<PuppetNode> = Api::namespaced(client.clone(), NS);
+    let passes = nodes_api.list(&Default::default()).await.unwrap().items;
+    let passes = passes.into_iter().map(|n| {
+        let ctx = ctx.clone();
+        async move { puppet_conductor::controller::node::reconcile(Arc::new(n), ctx).await }
+    });
+    let _ = futures::future::join_all(passes).await;
+    assert_eq!(count(&gets, &SECRETS), 4, "each Secret read once");
+    assert_eq!(count(&patched, &SECRETS), 4, "each Secret patched once");
+    assert_eq!(count(&patched, &["pm"]), 1, "the master patched once");
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    for name in SECRETS {
+        let s = secrets_api.get(name).await.unwrap();
+        assert!(
+            s.finalizers().iter().any(|f| f == SECRET_FINALIZER),
+            "{name} held"
+        );
+    }
+
+    // Someone strips the finalizer of `cloud`, and the watch shows it: the next pass
+    // holds it again.
+    let stripped = secrets_api
+        .patch(
+            "cloud",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(
+        stripped.metadata.into_response_partial(),
+    ));
+    let n0 = nodes_api.get("n0").await.unwrap();
+    let mut n0 = n0;
+    n0.metadata.finalizers = None;
+    let _ = puppet_conductor::controller::node::reconcile(Arc::new(n0), ctx.clone()).await;
+    let cloud = secrets_api.get("cloud").await.unwrap();
+    assert!(
+        cloud.finalizers().iter().any(|f| f == SECRET_FINALIZER),
+        "held again once the watch showed it gone"
+    );
+}

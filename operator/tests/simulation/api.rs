@@ -38,7 +38,8 @@ struct Store {
 #[derive(Clone, Default)]
 pub struct MemoryApi {
     store: Arc<Mutex<Store>>,
-    /// Requests served through [`MemoryApi::client`], by verb (`GET`, `LIST`, `PATCH`...).
+    /// Requests served through [`MemoryApi::client`], by verb and resource (`GET secrets`,
+    /// `LIST puppetnodes`, `PATCH puppetnodes/status`...).
     requests: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
@@ -262,20 +263,35 @@ impl MemoryApi {
         true
     }
 
-    /// Counts a request: a GET of a collection (an even number of segments after the
-    /// version, `namespaces/<ns>/<plural>`) is a LIST.
+    /// Counts a request by verb and resource: a GET of a collection (an odd number of
+    /// segments after the version, `namespaces/<ns>/<plural>`) is a LIST.
     fn count(&self, method: &Method, path: &str) {
-        let segments = path.trim_matches('/').split('/').count();
+        let path = path.split('?').next().unwrap_or_default();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let core = path.starts_with("/api/");
-        let after_version = segments - if core { 2 } else { 3 };
-        let verb = match method.as_str() {
-            "GET" if after_version % 2 == 1 => "LIST".to_string(),
-            other => other.to_string(),
+        let rest = &segments[(if core { 2 } else { 3 }).min(segments.len())..];
+        let rest = match rest {
+            ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+            other => other,
         };
-        *self.requests.lock().unwrap().entry(verb).or_default() += 1;
+        let verb = match method.as_str() {
+            "GET" if rest.len() == 1 => "LIST",
+            other => other,
+        };
+        let resource = match rest {
+            [plural, _, sub, ..] => format!("{plural}/{sub}"),
+            [plural, ..] => plural.to_string(),
+            [] => String::new(),
+        };
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry(format!("{verb} {resource}"))
+            .or_default() += 1;
     }
 
-    /// Requests served so far by verb; `reset` starts the count again.
+    /// Requests served so far by verb and resource; `reset` starts the count again.
     pub fn requests(&self, reset: bool) -> BTreeMap<String, u64> {
         let mut requests = self.requests.lock().unwrap();
         if reset {

@@ -77,10 +77,10 @@ fn snap(
     records: Vec<(String, ListedRecord)>,
 ) -> MasterObservation {
     MasterObservation {
-        instances,
+        instances: instances.into(),
         records: RecordListing {
             records: records.into_iter().collect(),
-            check_ins: BTreeMap::new(),
+            check_ins: Default::default(),
             signatures: Default::default(),
         },
         certificates: certs.map(|c| c.into_iter().map(|c| (c.name.clone(), c)).collect()),

@@ -12,7 +12,7 @@ pub use node_record::{sha256_hex, EncodeError, NodeRecord, RecordOwner, RecordSt
 pub use privacy::{evaluate_privacy, AccessBlock, AclGrant, Observation, PrivacyObservations};
 pub use signature::{Claim, SignatureRecord, Signer};
 
-use std::collections::{BTreeMap, BTreeSet};
+use imbl::{OrdMap, OrdSet};
 
 use chrono::{DateTime, Utc};
 
@@ -20,11 +20,11 @@ use chrono::{DateTime, Utc};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordListing {
     /// Records by certname.
-    pub records: BTreeMap<String, ListedRecord>,
+    pub records: OrdMap<String, ListedRecord>,
     /// Last check-in by certname (the check-in object's `LastModified`).
-    pub check_ins: BTreeMap<String, DateTime<Utc>>,
+    pub check_ins: OrdMap<String, DateTime<Utc>>,
     /// Certnames with a signature record (an incarnation whose one signature is claimed).
-    pub signatures: BTreeSet<String>,
+    pub signatures: OrdSet<String>,
 }
 
 /// One record object as the listing saw it.

@@ -1,7 +1,7 @@
 //! The EC2 side of the fake: the region's instances and the API requests it answers,
 //! one at a time under the fake's lock, as EC2 would answer them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -122,6 +122,8 @@ pub(super) struct Region {
     records: BTreeMap<u64, Record>,
     by_id: HashMap<String, u64>,
     tokens: HashMap<String, u64>,
+    /// Terminated records by when, oldest first: pruning reads only the expired ones.
+    terminations: BTreeSet<(Instant, u64)>,
     /// Never reset, not even by [`Region::lose_state`]: EC2 never reuses an id.
     last_seq: u64,
     requests: u64,
@@ -136,16 +138,11 @@ impl Region {
             .shutdown
             .saturating_add(s.retention.max(TOKEN_RETENTION))
             .saturating_add(s.lag);
-        let expired: Vec<u64> = self
-            .records
-            .iter()
-            .filter(|(_, r)| {
-                r.terminated_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= keep_for)
-            })
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in expired {
+        while let Some(&(at, seq)) = self.terminations.first() {
+            if now.saturating_duration_since(at) < keep_for {
+                break;
+            }
+            self.terminations.pop_first();
             if let Some(r) = self.records.remove(&seq) {
                 self.by_id.remove(&r.id);
                 self.tokens.remove(&r.request.client_token);
@@ -177,17 +174,29 @@ impl Region {
 
     /// Terminate `id` now, bypassing the API; whether it was `pending` or `running`.
     pub(super) fn terminate_outside(&mut self, id: &str, now: Instant) -> bool {
-        let Some(record) = self.by_id.get(id).and_then(|s| self.records.get_mut(s)) else {
+        self.mark_terminated(id, now)
+    }
+
+    /// Marks `id` terminated at `now` unless it already was; whether it was alive.
+    fn mark_terminated(&mut self, id: &str, now: Instant) -> bool {
+        let Some(&seq) = self.by_id.get(id) else {
             return false;
         };
-        let was_alive = record.terminated_at.is_none();
-        record.terminated_at.get_or_insert(now);
-        was_alive
+        let Some(record) = self.records.get_mut(&seq) else {
+            return false;
+        };
+        if record.terminated_at.is_some() {
+            return false;
+        }
+        record.terminated_at = Some(now);
+        self.terminations.insert((now, seq));
+        true
     }
 
     pub(super) fn lose_state(&mut self) {
         self.records.clear();
         self.by_id.clear();
+        self.terminations.clear();
         self.tokens.clear();
     }
 
@@ -314,13 +323,7 @@ impl Region {
             return Err(self.api_error(OP, "InvalidInstanceID.NotFound", &message, 400));
         }
         for id in ids {
-            if let Some(record) = self
-                .by_id
-                .get(*id)
-                .and_then(|seq| self.records.get_mut(seq))
-            {
-                record.terminated_at.get_or_insert(now);
-            }
+            self.mark_terminated(id, now);
         }
         Ok(())
     }

@@ -24,7 +24,9 @@ use self::validate::validate;
 use crate::api::master::{PuppetMaster, SigningMode};
 use crate::api::node::{Phase, PuppetNode};
 use crate::controller::error::ReconcileError;
-use crate::controller::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+use crate::controller::finalizers::{
+    add_finalizer, has_finalizer, master_finalizer_key, remove_finalizer,
+};
 use crate::controller::signing_watch::poll_interval;
 use crate::controller::{Context, NODE_FINALIZER};
 
@@ -112,11 +114,20 @@ async fn reconcile_inner(
         // a namespace deleted before the master's first pass would take them otherwise.
         // The master likewise: deleted before its first pass, it would vanish and leave
         // this node nothing to clean up with.
-        super::secret_hold::hold(ctx, &ns, &master).await?;
-        if master.meta().deletion_timestamp.is_none()
-            && !has_finalizer(&master, super::MASTER_FINALIZER)
+        // One pass of a master at a time: the others then find the holds noted, instead
+        // of reading the Secrets and racing to patch them and the master.
         {
-            add_finalizer(&masters, &master, super::MASTER_FINALIZER).await?;
+            let _turn = ctx.added_finalizers.flight(&id.master_key).await;
+            super::secret_hold::hold(ctx, &ns, &master).await?;
+            let noted = master_finalizer_key(&id.master_key);
+            let cached = master.meta().resource_version.as_deref();
+            if master.meta().deletion_timestamp.is_none()
+                && !has_finalizer(&master, super::MASTER_FINALIZER)
+                && !ctx.added_finalizers.noted(&noted, cached)
+            {
+                add_finalizer(&masters, &master, super::MASTER_FINALIZER).await?;
+                ctx.added_finalizers.note(&noted, cached);
+            }
         }
         Arc::new(add_finalizer(&nodes, &node, NODE_FINALIZER).await?)
     };

@@ -129,7 +129,7 @@ pub(super) fn vanish_confirmed(ctx: &Context, observed: &Observed, snapshot: &Sn
         .collect();
     let grace = ctx.settings.instance_visibility_grace;
     named.into_iter().fold(true, |all, id| {
-        let unconfirmed = if snapshot.instances.iter().any(|i| &i.id == id) {
+        let unconfirmed = if snapshot.instance(id).is_some() {
             ctx.absences.seen(id);
             false
         } else {

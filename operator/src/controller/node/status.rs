@@ -277,9 +277,7 @@ pub(super) async fn write_status(
     let now = Utc::now();
     let certname = id.certname(node, the_plan.incarnation);
     let instance_id = the_plan.instance_id.clone().or(launched_id);
-    let instance = instance_id
-        .as_ref()
-        .and_then(|iid| snapshot.instances.iter().find(|i| &i.id == iid));
+    let instance = instance_id.as_ref().and_then(|iid| snapshot.instance(iid));
     let check_in = snapshot.records.check_ins.get(&certname).copied();
     let derived = derive(&StatusInput {
         before: node.status.as_ref(),
