@@ -13,6 +13,7 @@ use super::guards::{
 };
 use super::master::MasterMemory;
 use super::master_cache::MasterCache;
+use super::node_cache::NodeCache;
 use super::secret_cache::SecretCache;
 use super::services::ServiceFactory;
 use super::snapshot::SnapshotCache;
@@ -117,6 +118,8 @@ pub struct Context {
     pub secret_cache: SecretCache,
     /// Finalizers this process added that the caches do not show yet.
     pub added_finalizers: AddedFinalizers,
+    /// The nodes as the watch sees them (a master's pass counts them here).
+    pub node_cache: NodeCache,
 }
 
 impl Context {
@@ -146,6 +149,7 @@ impl Context {
             master_cache: MasterCache::default(),
             secret_cache: SecretCache::default(),
             added_finalizers: AddedFinalizers::default(),
+            node_cache: NodeCache::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod guards;
 pub mod master;
 pub mod master_cache;
 pub mod node;
+pub mod node_cache;
 pub mod secret_cache;
 pub mod secret_hold;
 pub mod services;

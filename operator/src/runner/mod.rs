@@ -258,6 +258,7 @@ pub async fn run_controllers(
         return;
     };
     ctx.master_cache.attach(master_reader.clone());
+    ctx.node_cache.attach(node_reader.clone());
     let masters = watcher(master_api, wc)
         .default_backoff()
         .modify(|m| m.managed_fields_mut().clear())

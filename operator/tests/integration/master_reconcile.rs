@@ -217,3 +217,39 @@ async fn csrs_of_unknown_and_deleted_nodes_warn_on_the_master_and_stay_unsigned(
         let _ = std::fs::remove_dir_all(svc.puppet.agent_ssl_dir(certname));
     }
 }
+
+/// A master's pass counts its nodes from the node watch's store once that store is synced
+/// (no LIST of every node per pass), and lists the API until then: an unsynced store is
+/// unknown, never "no nodes". The store here deliberately holds one of the two nodes, so
+/// the count shows which one was read.
+#[tokio::test]
+async fn a_master_counts_its_nodes_from_the_synced_node_store_and_lists_before() {
+    use kube::runtime::{reflector, watcher};
+    use puppet_conductor::api::PuppetNode;
+    use puppet_conductor::runner::wiring::GuardedNode;
+
+    let nodes = vec![
+        node("stored-1", "x", &["profile::base"]),
+        node("unstored-2", "x", &["profile::base"]),
+    ];
+    let Some(e) = E2e::start("pmstore", SigningMode::Operator, nodes, |ca| ca).await else {
+        return;
+    };
+    let (store, mut writer) = reflector::store::<GuardedNode>();
+    e.h.ctx.node_cache.attach(store);
+    writer.apply_watcher_event(&watcher::Event::Init);
+    let api: Api<PuppetNode> = Api::namespaced(e.h.ctx.client.clone(), NS);
+    let stored = api.get("stored-1").await.unwrap();
+    writer.apply_watcher_event(&watcher::Event::InitApply(
+        serde_json::from_value(serde_json::to_value(&stored).unwrap()).unwrap(),
+    ));
+
+    reconcile_master(&e).await;
+    let total =
+        |s: &puppet_conductor::api::master::PuppetMasterStatus| s.nodes.values().sum::<i32>();
+    assert_eq!(total(&status(&e).await), 2, "not synced: the API's list");
+
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reconcile_master(&e).await;
+    assert_eq!(total(&status(&e).await), 1, "synced: the store's nodes");
+}

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use puppet_conductor::api::node::Phase;
 use puppet_conductor::api::PuppetNode;
@@ -11,6 +13,7 @@ use puppet_conductor::cloud::{tags, InstanceState};
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
+use puppet_conductor::runner::wiring::GuardedNode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -85,6 +88,8 @@ pub struct Trial {
     revisions: BTreeMap<ObjKey, String>,
     /// Last (data, deletion) hash per Secret.
     secrets: BTreeMap<String, u64>,
+    /// The resourceVersion of each Secret the Secret store was last given.
+    secret_revisions: BTreeMap<String, String>,
     master_generation: Option<i64>,
     agents: BTreeMap<String, AgentState>,
     submitters: BTreeMap<String, Submitter>,
@@ -222,6 +227,7 @@ impl Trial {
             seen: BTreeMap::new(),
             revisions: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            secret_revisions: BTreeMap::new(),
             master_generation: None,
             agents: BTreeMap::new(),
             submitters: BTreeMap::new(),
@@ -406,6 +412,12 @@ impl Trial {
 
     fn watch(&mut self) {
         let now = Instant::now();
+        // The first step after a start is the watches' initial list: the node store is
+        // ready (stands for a LIST) only once it holds every node.
+        let initial = !self.op.nodes_synced;
+        if initial {
+            self.op.nodes.apply_watcher_event(&watcher::Event::Init);
+        }
         let mut present = BTreeSet::new();
         let mut changed_nodes = Vec::new();
         for kind in [Kind::Master, Kind::Node] {
@@ -446,6 +458,14 @@ impl Trial {
                         if !obj["metadata"]["deletionTimestamp"].is_null() {
                             self.deleting_since.entry(uid).or_insert(self.step);
                         }
+                        if let Ok(node) = serde_json::from_value::<GuardedNode>(obj.clone()) {
+                            let event = if initial {
+                                watcher::Event::InitApply(node)
+                            } else {
+                                watcher::Event::Apply(node)
+                            };
+                            self.op.nodes.apply_watcher_event(&event);
+                        }
                         changed_nodes.push(obj);
                     }
                     // Not an API kind: the watch step never lists it.
@@ -470,15 +490,45 @@ impl Trial {
                 }
             }
         }
-        // Secret changes (data, deletion; not the operator's finalizer writes) wake the master.
-        for (name, _) in self.api.revisions("secrets", NS) {
+        if initial {
+            self.op.nodes.apply_watcher_event(&watcher::Event::InitDone);
+            self.op.nodes_synced = true;
+        }
+        // Secret changes (data, deletion; not the operator's finalizer writes) wake the
+        // master; every change goes to the Secret metadata store.
+        let mut secrets_present = BTreeSet::new();
+        for (name, rv) in self.api.revisions("secrets", NS) {
+            secrets_present.insert(name.clone());
             let Some(obj) = self.api.get("secrets", NS, &name) else {
                 continue;
             };
+            if self.secret_revisions.insert(name.clone(), rv.clone()) != Some(rv) {
+                if let Ok(meta) = serde_json::from_value::<PartialObjectMeta<Secret>>(obj.clone()) {
+                    self.op
+                        .secrets
+                        .apply_watcher_event(&watcher::Event::Apply(meta));
+                }
+            }
             let h = hash_of(&json!([obj["data"], obj["metadata"]["deletionTimestamp"]]));
             if self.secrets.insert(name, h) != Some(h) {
                 self.op.schedule((Kind::Master, MASTER.to_string()), now);
             }
+        }
+        let gone_secrets: Vec<String> = self
+            .secret_revisions
+            .keys()
+            .filter(|name| !secrets_present.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone_secrets {
+            self.secret_revisions.remove(&name);
+            let meta: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": NS},
+            }))
+            .expect("a Secret's metadata");
+            self.op
+                .secrets
+                .apply_watcher_event(&watcher::Event::Delete(meta));
         }
         for obj in changed_nodes {
             self.check_conditions(obj);
@@ -500,6 +550,18 @@ impl Trial {
                     self.op
                         .masters
                         .apply_watcher_event(&watcher::Event::Delete(master));
+                }
+            }
+            if key.0 == Kind::Node {
+                let gone = json!({
+                    "apiVersion": "puppet-conductor.dev/v1alpha1",
+                    "kind": "PuppetNode",
+                    "metadata": {"name": key.1, "namespace": NS},
+                });
+                if let Ok(node) = serde_json::from_value::<GuardedNode>(gone) {
+                    self.op
+                        .nodes
+                        .apply_watcher_event(&watcher::Event::Delete(node));
                 }
             }
             self.seen.remove(&key);
@@ -1234,6 +1296,7 @@ impl Trial {
         self.op = Operator::start(self.api.client(), self.factory.clone());
         self.seen.clear();
         self.revisions.clear();
+        self.secret_revisions.clear();
         self.tasks.clear();
     }
 

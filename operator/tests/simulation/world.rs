@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use puppet_conductor::api::master::{
@@ -25,6 +26,7 @@ use puppet_conductor::fakes::ca::FakeCa;
 use puppet_conductor::fakes::ec2::FakeEc2;
 use puppet_conductor::fakes::records::FakeRecords;
 use puppet_conductor::identity::ChallengeKey;
+use puppet_conductor::runner::wiring::GuardedNode;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -215,6 +217,12 @@ pub struct Operator {
     /// The master store node passes read (the runner's master watch): the trial's watch
     /// step writes into it what it sees, when it schedules the triggers.
     pub masters: kube::runtime::reflector::store::Writer<GuardedMaster>,
+    /// The node store a master's pass counts from (the runner's node watch); ready only
+    /// once the trial's first watch step after a start delivered every node.
+    pub nodes: kube::runtime::reflector::store::Writer<GuardedNode>,
+    pub nodes_synced: bool,
+    /// The Secret metadata store the holds read (the runner's Secret watch).
+    pub secrets: kube::runtime::reflector::store::Writer<PartialObjectMeta<Secret>>,
 }
 
 pub fn settings() -> NodeSettings {
@@ -231,10 +239,17 @@ impl Operator {
         let wakes = ctx.snapshots.subscribe_wakes();
         let (store, masters) = kube::runtime::reflector::store();
         ctx.master_cache.attach(store);
+        let (store, nodes) = kube::runtime::reflector::store();
+        ctx.node_cache.attach(store);
+        let (store, secrets) = kube::runtime::reflector::store();
+        ctx.secret_cache.attach(store);
         Self {
             ctx,
             wakes,
             masters,
+            nodes,
+            nodes_synced: false,
+            secrets,
             running: BTreeMap::new(),
             queue: BTreeMap::new(),
             rerun: BTreeSet::new(),

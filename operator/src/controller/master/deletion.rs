@@ -11,8 +11,8 @@ use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
-use super::live_nodes;
 use super::status::{publish_flips, write_status};
+use super::{live_nodes, NodeView};
 use crate::api::conditions as cond;
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
 use crate::controller::error::ReconcileError;
@@ -47,7 +47,7 @@ pub async fn finish_deletion(
             .await;
         return Ok(Requeue::await_change());
     }
-    let live = live_nodes(ctx, namespace, &master.name_any()).await?;
+    let live = live_nodes(ctx, namespace, &master.name_any(), NodeView::Listed).await?;
     let waiting = referencing_nodes(&live.phases);
     if waiting == 0 {
         // The Secrets first: a crash before the master's own release leaves it here to

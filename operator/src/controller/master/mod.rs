@@ -80,7 +80,7 @@ pub async fn reconcile(
         return Err(ReconcileError::InvalidSpec(problem));
     }
 
-    let live = live_nodes(&ctx, &ns, &master.name_any()).await?;
+    let live = live_nodes(&ctx, &ns, &master.name_any(), NodeView::Watched).await?;
     ctx.metrics.set_nodes_by_phase(&key, &live.phases);
     let mut sweep_failed = false;
     let (probes, pending) = match ctx.services.services(&master).await {
@@ -173,44 +173,78 @@ fn master_backoff_key(key: &str) -> String {
     format!("master:{key}")
 }
 
+/// How fresh a master's view of its nodes must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeView {
+    /// The watch's store when it can stand for a LIST (phase counts, the sweep's owners:
+    /// any node that launched was in it before its pass launched).
+    Watched,
+    /// A LIST of the API: the master's finalizer is released on what it says.
+    Listed,
+}
+
 /// Owners of certnames across the operator's scope, and this master's phase counts.
 pub async fn live_nodes(
     ctx: &Context,
     namespace: &str,
     master: &str,
+    view: NodeView,
 ) -> Result<LiveNodes, ReconcileError> {
-    // No label selector here: a node of another shard still owns its instance, record
-    // and certificate, and the orphan sweep must never take it for an orphan.
-    let api: Api<PuppetNode> = ctx.settings.scope.api(ctx.client.clone());
-    let nodes = api
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(ReconcileError::Kube)?;
+    let watched = match view {
+        NodeView::Watched => ctx.node_cache.all(&ctx.settings.scope),
+        NodeView::Listed => None,
+    };
+    let live = match watched {
+        Some(nodes) => count_nodes(
+            nodes.iter().filter_map(|n| n.0.as_ref().ok()),
+            namespace,
+            master,
+        ),
+        None => {
+            // No label selector here: a node of another shard still owns its instance,
+            // record and certificate, and the orphan sweep must never take it for an
+            // orphan.
+            let api: Api<PuppetNode> = ctx.settings.scope.api(ctx.client.clone());
+            let listed = api
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(ReconcileError::Kube)?;
+            count_nodes(listed.items.iter(), namespace, master)
+        }
+    };
+    Ok(live)
+}
+
+fn count_nodes<'a>(
+    nodes: impl Iterator<Item = &'a PuppetNode>,
+    namespace: &str,
+    master: &str,
+) -> LiveNodes {
     // Every phase is listed, zeros included: a count that drops to zero must overwrite
     // the old value under server-side apply, not linger.
     let mut live = LiveNodes {
         phases: Phase::ALL.iter().map(|p| (phase_name(*p), 0)).collect(),
         ..LiveNodes::default()
     };
-    for node in &nodes.items {
+    for node in nodes {
         let Some(uid) = node.uid() else { continue };
-        let status = node.status.clone().unwrap_or_default();
-        let incarnation = status.incarnation.unwrap_or(1);
+        let status = node.status.as_ref();
+        let incarnation = status.and_then(|s| s.incarnation).unwrap_or(1);
         live.certnames.insert(identity::certname(
             &uid,
             incarnation,
             node.spec.certname.as_deref(),
         ));
-        if let Some(certname) = status.certname {
+        if let Some(certname) = status.and_then(|s| s.certname.clone()) {
             live.certnames.insert(certname);
         }
         live.uids.insert(uid);
         if node.namespace().as_deref() == Some(namespace) && node.spec.master_ref.name == master {
-            let phase = status.phase.unwrap_or(Phase::Pending);
+            let phase = status.and_then(|s| s.phase).unwrap_or(Phase::Pending);
             *live.phases.entry(phase_name(phase)).or_default() += 1;
         }
     }
-    Ok(live)
+    live
 }
 
 fn phase_name(phase: Phase) -> String {
