@@ -361,7 +361,7 @@ async fn run(n: usize) {
         .map(|(_, c)| *c)
         .sum();
     println!(
-        "BENCH {n} nodes, creation to AwaitingCSR: {:.1} reconciles per node (max {}), {:.2} Kubernetes reads per node ({kube:?}), {:.0} s simulated",
+        "BENCH {n} nodes, creation to AwaitingCSR: {:.1} reconciles per node (max {}) [target ≤ 3], {:.2} Kubernetes reads per node [target 0] ({kube:?}), {:.0} s simulated",
         per_node.iter().sum::<u64>() as f64 / n as f64,
         per_node.iter().max().copied().unwrap_or(0),
         kube_reads as f64 / n as f64,
@@ -413,7 +413,7 @@ async fn run(n: usize) {
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "BENCH {n} nodes waiting, CSRs sent over {SPREAD:?}, CSR → signed (default pollInterval, simulated time): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        "BENCH {n} nodes waiting, CSRs sent over {SPREAD:?}, CSR → signed (default pollInterval, simulated time): p50 {:.2} s, p99 {:.2} s [target ≤ 2 s], max {:.2} s",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
@@ -451,11 +451,11 @@ async fn run(n: usize) {
         .map(|(_, c)| *c)
         .sum();
     println!(
-        "BENCH {n} nodes, full resync with nothing changed: Kubernetes {kube:?} ({writes} writes); {} DescribeInstances pages, {} S3 list pages, {} S3 HEADs, {} S3 PUTs, {} CA listings ({} CA calls)",
+        "BENCH {n} nodes, full resync with nothing changed: Kubernetes {kube:?} ({writes} writes [target 0]; reads [target ≤ 100 at 10,000]); {} DescribeInstances pages [target ≤ 10 at 10,000], {} S3 list pages [target ≤ 10 at 10,000], {} S3 HEADs, {} S3 PUTs, {} CA listings [target ≤ 5] ({} CA calls)",
         resync[0], resync[1], resync[2], resync[3], resync[4], resync[5]
     );
     println!(
-        "BENCH {n} nodes, no-op reconciles per second (wall time, debug build, the in-memory API and fakes in the same process): {:.0}",
+        "BENCH {n} nodes, no-op reconciles per second (wall time, debug build, the in-memory API and fakes in the same process): {:.0} [target ≥ 500]",
         n as f64 / wall
     );
     let rss = rss_kib();
@@ -465,7 +465,7 @@ async fn run(n: usize) {
         .map(|o| serde_json::to_vec(o).map_or(0, |v| v.len()))
         .sum();
     println!(
-        "BENCH {n} nodes, RSS {:.1} MB after the run ({:.1} KB per node over the {:.1} MB before it; the in-memory API server, fakes and agents live in the same process), a cached node's JSON {:.2} KB",
+        "BENCH {n} nodes, RSS {:.1} MB after the run ({:.1} KB per node over the {:.1} MB before it; the in-memory API server, fakes and agents live in the same process), a cached node's JSON {:.2} KB [target ≤ 2 KB]",
         rss as f64 / 1024.0,
         (rss.saturating_sub(rss_before)) as f64 / n as f64,
         rss_before as f64 / 1024.0,
@@ -492,7 +492,7 @@ async fn run(n: usize) {
     drop(ctx);
     let operator_bytes = with_operator.saturating_sub(HEAP.allocated());
     println!(
-        "BENCH {n} nodes, the operator's own live heap: {:.1} MB, {:.1} KB per node ({:.1} KB per node of it the watch stores), measured as what it frees when dropped",
+        "BENCH {n} nodes, the operator's own live heap: {:.1} MB [target RSS ≤ 40 MB at 10,000], {:.1} KB per node ({:.1} KB per node of it the watch stores), measured as what it frees when dropped",
         operator_bytes as f64 / 1024.0 / 1024.0,
         operator_bytes as f64 / n as f64 / 1024.0,
         store_bytes as f64 / n as f64 / 1024.0,
