@@ -386,10 +386,30 @@ start_puppetserver() {
     write_puppetserver_layout "$port"
     [[ -x "$PC_PS_DIR/autosign-wrapper.sh" ]] || pc_die "autosign wrapper is not executable"
 
-    local first=""
+    local first="" attempt
     [[ -s "$PC_PS_DIR/ca/ca_crt.pem" ]] || first=" (first start: generating the CA)"
-    echo "=== $(date -u +%FT%TZ) starting puppetserver on port $port$first" >>"$(pc_ps_console_log)"
     t0="$(pc_now)"
+    for attempt in 1 2; do
+        echo "=== $(date -u +%FT%TZ) starting puppetserver on port $port$first" >>"$(pc_ps_console_log)"
+        spawn_puppetserver && break
+        # A JVM that dies before it logs anything leaves no trace of why: show what the
+        # machine had, then try once more.
+        pc_log "puppetserver exited while starting (attempt $attempt); disk, memory, JVM crash logs:"
+        df -h "$PC_STATE_DIR" >&2 || true
+        free -m >&2 || true
+        pc_log_tail "$PC_PS_DIR"/log/hs_err_*.log
+        ((attempt == 1)) || pc_die "puppetserver did not start"
+    done
+    local started
+    started="$(pc_elapsed "$t0")"
+    ensure_operator_cert
+    echo "puppetserver: started pid $(<"$(pc_ps_pidfile)") on 127.0.0.1:$port in ${started}s$first"
+}
+
+# Starts the JVM and waits for its CA: 0 once it answers, 1 when the process died
+# first; exits when it runs but does not answer in time (a second try would not help).
+spawn_puppetserver() {
+    local ready_path=/puppet-ca/v1/certificate/ca
     # Run the jar directly: the packaged launcher hard-codes /etc paths and
     # runuser. A scrubbed environment, as under systemd, keeps the ENC and
     # autosign honest about what they get from enc.env.
@@ -399,22 +419,21 @@ start_puppetserver() {
     pc_spawn "$(pc_ps_pidfile)" "$(pc_ps_console_log)" "$PS_SHARE" \
         env -i "${envv[@]}" \
         java -Xms512m -Xmx1g -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -XX:ErrorFile="$PC_PS_DIR/log/hs_err_%p.log" \
         -Djruby.logger.class=com.puppetlabs.jruby_utils.jruby.Slf4jLogger \
         -Djruby.lib=/usr/share/jruby/lib \
         --add-opens java.base/sun.nio.ch=ALL-UNNAMED --add-opens java.base/java.io=ALL-UNNAMED \
         -jar "$PS_SHARE/puppetserver.jar" \
         --config "$PC_PS_DIR/conf.d" --bootstrap-config "$PC_PS_DIR/services.d"
     pc_wait_for_url "$(ps_url "$ready_path")" "$PS_TIMEOUT" "$(pc_ps_pidfile)" "$(pc_ps_marker)" \
-        "$(pc_ps_log)" -k || {
-        pc_log_tail "$(pc_ps_console_log)"
-        # Leave nothing half-started behind.
-        pc_stop_pid "$(pc_ps_pidfile)" "$(pc_ps_marker)" 30 || true
-        pc_die "puppetserver did not start"
-    }
-    local started
-    started="$(pc_elapsed "$t0")"
-    ensure_operator_cert
-    echo "puppetserver: started pid $(<"$(pc_ps_pidfile)") on 127.0.0.1:$port in ${started}s$first"
+        "$(pc_ps_log)" -k && return 0
+    pc_log_tail "$(pc_ps_console_log)"
+    # Leave nothing half-started behind. Stopping a process that still runs means it
+    # did not answer in time.
+    if pc_stop_pid "$(pc_ps_pidfile)" "$(pc_ps_marker)" 30; then
+        pc_die "puppetserver did not answer within ${PS_TIMEOUT}s"
+    fi
+    return 1
 }
 
 for t in "${targets[@]}"; do
