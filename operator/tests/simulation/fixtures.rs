@@ -33,13 +33,17 @@ impl Fixtures {
             .with_shutdown_time(Duration::from_secs(15))
             .with_visibility_lag(Duration::from_secs(2))
             .with_epoch(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));
-        let ca = FakeCa::new(gate.clone());
+        // The operator ages orphans by the wall clock, which a trial on the paused tokio
+        // clock barely moves: a day back, what the CA signs and the bucket holds is older
+        // than `orphans.minAge` (as every instance is, launched in the EC2 epoch above).
+        let past = chrono::Utc::now() - chrono::Duration::days(1);
+        let ca = FakeCa::new(gate.clone()).with_epoch(past);
         sched.set_open(true);
         let ca_pem = ca.ca_certificate().await.unwrap();
         sched.set_open(false);
         Self {
             ec2: Arc::new(ec2),
-            records: Arc::new(FakeRecords::new(gate, "nodes/")),
+            records: Arc::new(FakeRecords::new(gate, "nodes/").with_epoch(past)),
             ca: Arc::new(ca),
             ca_pem,
             clock_origin: Instant::now(),

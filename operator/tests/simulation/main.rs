@@ -20,7 +20,38 @@ mod world;
 
 use std::time::Instant;
 
-use trial::{Config, Trial};
+use trial::{Config, Swept, Trial};
+
+/// Trials whose master cleans up orphans, those in which its sweep removed something,
+/// and what it removed: a sweep that never acts would make its invariant vacuous.
+#[derive(Default)]
+struct SweepTally {
+    trials: usize,
+    acted: usize,
+    removed: Swept,
+}
+
+impl SweepTally {
+    fn add(&mut self, outcome: &trial::Outcome) {
+        if !outcome.cleanup {
+            return;
+        }
+        self.trials += 1;
+        let s = outcome.swept;
+        self.acted += usize::from(s.any());
+        self.removed.instances += s.instances;
+        self.removed.certificates += s.certificates;
+        self.removed.objects += s.objects;
+    }
+
+    fn merge(&mut self, other: &SweepTally) {
+        self.trials += other.trials;
+        self.acted += other.acted;
+        self.removed.instances += other.removed.instances;
+        self.removed.certificates += other.removed.certificates;
+        self.removed.objects += other.removed.objects;
+    }
+}
 
 /// Seeds that still fail, each with why: the run fails when any other seed fails, and
 /// when one of these passes (then it comes off the list). See docs/reliability.md.
@@ -99,29 +130,34 @@ fn lifecycle_simulation() {
                 scope.spawn(move || {
                     let mut failures = Vec::new();
                     let mut steps = 0usize;
+                    let mut tally = SweepTally::default();
                     let mut seed = base + t;
                     while seed < base + trials {
                         let outcome = run_seed(seed);
                         steps += outcome.steps;
+                        tally.add(&outcome);
                         if !outcome.violations.is_empty() {
                             failures.push((seed, outcome));
                         }
                         seed += threads;
                     }
-                    (failures, steps)
+                    (failures, steps, tally)
                 })
             })
             .collect();
         let mut all = Vec::new();
         let mut steps = 0;
+        let mut tally = SweepTally::default();
         for h in handles {
-            let (f, s) = h.join().unwrap();
+            let (f, s, t) = h.join().unwrap();
             steps += s;
+            tally.merge(&t);
             all.extend(f);
         }
         for &seed in &extra {
             let outcome = run_seed(seed);
             steps += outcome.steps;
+            tally.add(&outcome);
             if !outcome.violations.is_empty() {
                 all.push((seed, outcome));
             }
@@ -132,6 +168,11 @@ fn lifecycle_simulation() {
             extra.len(),
             started.elapsed().as_secs_f64(),
             all.len()
+        );
+        let r = &tally.removed;
+        eprintln!(
+            "orphan sweep: {} trials with orphans.action Cleanup, the sweep removed something in {} ({} TerminateInstances, {} CA cleans or CSR removals, {} bucket deletions)",
+            tally.trials, tally.acted, r.instances, r.certificates, r.objects
         );
         all
     });

@@ -9,7 +9,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use puppet_conductor::api::node::Phase;
 use puppet_conductor::api::PuppetNode;
-use puppet_conductor::cloud::{tags, InstanceState};
+use puppet_conductor::cloud::{tags, Cloud, InstanceSettings, InstanceState, LaunchRequest};
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
@@ -63,6 +63,24 @@ pub struct Outcome {
     pub steps: usize,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
+    /// The master had `orphans.action: Cleanup`.
+    pub cleanup: bool,
+    /// What the master's orphan sweep removed.
+    pub swept: Swept,
+}
+
+/// Removals the master's passes made (calls that landed), by system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Swept {
+    pub instances: usize,
+    pub certificates: usize,
+    pub objects: usize,
+}
+
+impl Swept {
+    pub fn any(&self) -> bool {
+        self.instances + self.certificates + self.objects > 0
+    }
 }
 
 pub struct Trial {
@@ -70,7 +88,13 @@ pub struct Trial {
     rng: StdRng,
     /// The master signs by policy (`autosign`), not in the operator.
     policy: bool,
-    /// UIDs of the nodes created with `deletionPolicy: Orphan`.
+    /// The master's `orphans.action` is `Cleanup`.
+    cleanup: bool,
+    /// Leftover instances of an earlier life launched so far.
+    leftovers: usize,
+    swept: Swept,
+    /// UIDs of the nodes whose deletion leaves everything in place: created with
+    /// `deletionPolicy: Orphan`, or removed with their finalizer stripped.
     orphans: BTreeSet<String>,
     /// Certnames `autosign` allowed (the CA signed them at submission).
     autosigned: BTreeSet<String>,
@@ -207,13 +231,18 @@ impl Trial {
         let mut rng = StdRng::seed_from_u64(seed);
         // A quarter of the trials sign by policy: puppetserver runs `autosign` at submission.
         let policy = rng.random_bool(0.25);
-        api.create("puppetmasters", NS, master_object(policy))
+        // A third clean up orphans (short minAge), so the sweep acts within a trial.
+        let cleanup = rng.random_bool(1.0 / 3.0);
+        api.create("puppetmasters", NS, trial_master_object(policy, cleanup))
             .unwrap();
         let op = Operator::start(client, factory.clone());
         let mut t = Self {
             cfg,
             rng,
             policy,
+            cleanup,
+            leftovers: 0,
+            swept: Swept::default(),
             orphans: BTreeSet::new(),
             autosigned: BTreeSet::new(),
             step: 0,
@@ -257,6 +286,14 @@ impl Trial {
             signed_at: BTreeMap::new(),
         };
         t.create_node();
+        if cleanup {
+            t.note(format!(
+                "the master cleans up orphans (minAge {}s)",
+                ORPHAN_MIN_AGE.as_secs()
+            ));
+            // Something for the sweep from the start.
+            t.leftover_instance().await;
+        }
         t
     }
 
@@ -376,6 +413,8 @@ impl Trial {
             steps: self.step,
             violations: self.violations,
             trace: self.trace,
+            cleanup: self.cleanup,
+            swept: self.swept,
         }
     }
 
@@ -695,6 +734,143 @@ impl Trial {
         }
     }
 
+    /// The nodes whose things `call` removes, if it lands: (node UID, what), read from
+    /// the fakes (an instance's tag) and the call (a certname, a bucket key).
+    fn removal_targets(&self, call: &Call) -> Vec<(String, String)> {
+        let target = &call.target;
+        match (call.system, call.operation) {
+            (System::Ec2, "TerminateInstances") => {
+                let instances = self.fx.instances();
+                target
+                    .split(',')
+                    .filter_map(|id| {
+                        let i = instances.iter().find(|i| i.id == id)?;
+                        let uid = i.tags.get(tags::NODE_UID)?.clone();
+                        Some((uid, format!("terminated instance {id}")))
+                    })
+                    .collect()
+            }
+            (System::Ca, "clean" | "remove_request") => self
+                .uid_of_target(target)
+                .map(|uid| (uid, format!("cleaned {target} at the CA")))
+                .into_iter()
+                .collect(),
+            (System::S3, "DeleteObject") => self
+                .uid_of_target(target)
+                .map(|uid| (uid, format!("deleted {target}")))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A removal that lands: the master's orphan sweep never takes anything of a node the
+    /// API still has (deleting ones too: their own finalizer cleans up), and a node's pass
+    /// never takes another live node's things.
+    fn check_removal(&mut self, call: &Call, task: Option<tokio::task::Id>) {
+        let Some((key, started)) = task.and_then(|t| self.tasks.get(&t)).cloned() else {
+            return;
+        };
+        let removal = matches!(
+            (call.system, call.operation),
+            (System::Ec2, "TerminateInstances")
+                | (System::Ca, "clean" | "remove_request")
+                | (System::S3, "DeleteObject")
+        );
+        if !removal {
+            return;
+        }
+        let targets = self.removal_targets(call);
+        if key.0 == Kind::Master {
+            self.note(format!(
+                "  the master's sweep: {:?} {} {}",
+                call.system, call.operation, call.target
+            ));
+            match call.system {
+                System::Ec2 => self.swept.instances += 1,
+                System::Ca => self.swept.certificates += 1,
+                System::S3 => self.swept.objects += 1,
+            }
+        }
+        let existing: BTreeMap<String, bool> = self
+            .live_nodes()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    !n["metadata"]["deletionTimestamp"].is_null(),
+                )
+            })
+            .collect();
+        for (uid, what) in targets {
+            let Some(deleting) = existing.get(&uid).copied() else {
+                continue;
+            };
+            let name = self.names.get(&uid).cloned().unwrap_or_default();
+            match key.0 {
+                Kind::Master => {
+                    self.violation(format!(
+                        "the master's orphan sweep (pass of step {started}) {what} of node {name}, which still exists (deleting: {deleting})"
+                    ));
+                }
+                Kind::Node if !deleting && self.names.get(&uid) != Some(&key.1) => {
+                    self.violation(format!(
+                        "the pass of node {} {what} of live node {name}",
+                        key.1
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What nodes that are gone from the API left behind and a `Cleanup` master must
+    /// remove: live instances, signed certificates and records. Waiting CSRs are not
+    /// counted: their age is the operator's wall clock's, which a trial barely moves.
+    /// Nothing while a poisoned CSR breaks the CA's listing: the sweep needs the CA, the
+    /// cloud and the bucket all answering (an unknown is not "no owner").
+    fn orphans_left(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if self
+            .fx
+            .ca
+            .requests()
+            .iter()
+            .any(|c| c.certname.starts_with("poison"))
+        {
+            return left;
+        }
+        let live: BTreeSet<String> = self
+            .live_nodes()
+            .iter()
+            .filter_map(|n| n["metadata"]["uid"].as_str().map(str::to_string))
+            .collect();
+        for i in self.fx.instances() {
+            let uid = i.tags.get(tags::NODE_UID).cloned().unwrap_or_default();
+            if !live.contains(&uid)
+                && matches!(i.state, InstanceState::Pending | InstanceState::Running)
+            {
+                left.push(format!("instance {} {}", i.id, i.state));
+            }
+        }
+        for uid in self.names.keys().filter(|u| !live.contains(*u)) {
+            let newest = self.newest_launch.get(uid).map_or(1, |(inc, _)| *inc);
+            for inc in 1..=newest.max(1) + 1 {
+                let certname = identity::certname(uid, inc, None);
+                if self.fx.ca_signed_now(&certname) {
+                    left.push(format!("certificate {certname}"));
+                }
+                if self.fx.records.record(&certname).is_some() {
+                    left.push(format!("record of {certname}"));
+                }
+            }
+        }
+        left
+    }
+
     /// Every signature the CA made was allowed by the trust rules when it was asked for.
     fn check_signatures(&mut self) {
         let signed = self.fx.signed_history();
@@ -834,6 +1010,10 @@ impl Trial {
             return false;
         }
         let master_gone = self.api.list("puppetmasters", NS).is_empty();
+        // Orphans are the sweep's to remove while its master lives.
+        if self.cleanup && !master_deleting && !master_gone && !self.orphans_left().is_empty() {
+            return false;
+        }
         nodes.into_iter().all(|obj| {
             let certname = obj["status"]["certname"].as_str().unwrap_or_default();
             let phase = obj["status"]["phase"].as_str();
@@ -897,8 +1077,13 @@ impl Trial {
             })
             .collect();
         let masters = self.api.list("puppetmasters", NS).len();
+        let orphans = if self.cleanup {
+            format!(", orphans left {:?}", self.orphans_left())
+        } else {
+            String::new()
+        };
         format!(
-            "nodes [{}], masters {masters}, parked {}, running {}, queued {:?}",
+            "nodes [{}], masters {masters}{orphans}, parked {}, running {}, queued {:?}",
             nodes.join("; "),
             self.gate.parked().len(),
             self.op.running.len(),
@@ -950,6 +1135,9 @@ impl Trial {
                 };
                 if !delivery && fate != Fate::Fail(FaultKind::Unavailable) {
                     self.note_sign_call(&call, task);
+                }
+                if !delivery && !matches!(fate, Fate::Fail(_)) {
+                    self.check_removal(&call, task);
                 }
                 self.note_uncertain_sign(&call, fate, delivery);
                 let what = if delivery { "late answer of" } else { "answer" };
@@ -1046,7 +1234,8 @@ impl Trial {
         }
         let name = format!("n{}", self.node_seq);
         self.node_seq += 1;
-        let orphan = self.rng.random_bool(0.1);
+        // More Orphan nodes under Cleanup: what they leave is the sweep's to remove.
+        let orphan = self.rng.random_bool(if self.cleanup { 0.5 } else { 0.1 });
         match self.api.create(
             "puppetnodes",
             NS,
@@ -1220,6 +1409,34 @@ impl Trial {
                     &agents::poison_csr(&format!("poison{n}")),
                 );
             }
+            85..=92 if self.cleanup => {
+                // A node stuck deleting (say) is removed by force: what it launched is an
+                // orphan.
+                let launched: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n["status"]["instanceId"].is_string())
+                    .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                    .collect();
+                if let Some(name) = pick(&mut self.rng, &launched) {
+                    self.note(format!(
+                        "an admin strips the finalizers of node {name} and deletes it"
+                    ));
+                    let uid = self
+                        .names
+                        .iter()
+                        .find(|(_, n)| **n == name)
+                        .map(|(u, _)| u.clone());
+                    self.orphans.extend(uid);
+                    self.api.edit(
+                        "puppetnodes",
+                        NS,
+                        &name,
+                        &json!({"metadata": {"finalizers": null}}),
+                    );
+                    self.api.delete("puppetnodes", NS, &name);
+                }
+            }
+            93..=95 if self.cleanup => self.leftover_instance().await,
             81..=84 => {
                 // A user edits the master: every node is reconciled for its new generation.
                 let interval = if self.rng.random_bool(0.5) {
@@ -1245,6 +1462,38 @@ impl Trial {
         }
     }
 
+    /// An instance this installation launched in an earlier life for a node long gone
+    /// (say, before a restore of the cluster): tagged as the operator tags its launches,
+    /// owned by no node here, a genuine orphan.
+    async fn leftover_instance(&mut self) {
+        self.leftovers += 1;
+        let uid = format!("00000000-0000-4000-9000-{:012}", self.leftovers);
+        let certname = identity::certname(&uid, 1, None);
+        let request = LaunchRequest {
+            instance: InstanceSettings::new("ami-0123456789abcdef0", "t3.small"),
+            tags: [
+                (tags::OPERATOR, "sim"),
+                (tags::MASTER, &format!("{NS}/{MASTER}")),
+                (tags::NODE_UID, &uid),
+                (tags::CERTNAME, &certname),
+                (tags::INCARNATION, "1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            user_data: String::new(),
+            client_token: certname.clone(),
+        };
+        // From outside any task: the gate lets it through at once.
+        match self.fx.ec2.launch(&request).await {
+            Ok(i) => self.note(format!(
+                "an instance {} of a node long gone ({certname}) is found running",
+                i.id
+            )),
+            Err(e) => self.note(format!("no leftover instance: {e}")),
+        }
+    }
+
     /// A sign call that lands: the reconcile that asked for it, for the trust checks.
     fn note_sign_call(&mut self, call: &Call, task: Option<tokio::task::Id>) {
         if call.operation != "sign" {
@@ -1263,6 +1512,7 @@ impl Trial {
                 let delivery = self.gate.is_delivery(seq);
                 if !delivery {
                     self.note_sign_call(&call, task);
+                    self.check_removal(&call, task);
                 }
                 self.note_uncertain_sign(&call, Fate::Lost, delivery);
                 self.note(format!(
@@ -1378,6 +1628,14 @@ impl Trial {
     fn agents_with_work(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for i in self.fx.instances() {
+            // A leftover of an earlier life runs no agent that matters here.
+            if !i
+                .tags
+                .get(tags::NODE_UID)
+                .is_some_and(|u| self.names.contains_key(u))
+            {
+                continue;
+            }
             // A shutting-down instance still runs its agent for a while.
             if !matches!(
                 i.state,

@@ -13,7 +13,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use puppet_conductor::api::master::{
-    CaSpec, CloudProvider, CloudSpec, NodeDefaults, PuppetMasterSpec, RecordsSpec, SigningMode,
+    CaSpec, CloudProvider, CloudSpec, NodeDefaults, OrphanAction, OrphanSpec, PuppetMasterSpec,
+    RecordsSpec, SigningMode,
 };
 use puppet_conductor::api::{PuppetMaster, PuppetNode, SecretRef};
 use puppet_conductor::controller::context::NodeSettings;
@@ -115,8 +116,17 @@ impl ServiceFactory for SimFactory {
     }
 }
 
-/// The trial's master; `policy`: `signing.mode: Policy` (puppetserver runs `autosign`).
+/// The `orphans.minAge` of a master that cleans up orphans.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// A master that reports orphans and never removes them (the default `orphans`).
 pub fn master_object(policy: bool) -> Value {
+    trial_master_object(policy, false)
+}
+
+/// The trial's master; `policy`: `signing.mode: Policy` (puppetserver runs `autosign`);
+/// `cleanup`: `orphans: {action: Cleanup, minAge: 60s}`.
+pub fn trial_master_object(policy: bool, cleanup: bool) -> Value {
     let mut spec = PuppetMasterSpec {
         server: "puppet.example.com".into(),
         port: 8140,
@@ -154,6 +164,12 @@ pub fn master_object(policy: bool) -> Value {
     };
     if policy {
         spec.signing.mode = SigningMode::Policy;
+    }
+    if cleanup {
+        spec.orphans = OrphanSpec {
+            action: OrphanAction::Cleanup,
+            min_age: ORPHAN_MIN_AGE.into(),
+        };
     }
     json!({"metadata": {"name": MASTER}, "spec": spec})
 }

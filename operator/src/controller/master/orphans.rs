@@ -3,9 +3,11 @@
 
 use chrono::Utc;
 
+use kube::ResourceExt;
+
 use super::sweep::sweep;
-use super::LiveNodes;
-use crate::api::master::PuppetMaster;
+use super::{live_nodes, LiveNodes, NodeView};
+use crate::api::master::{OrphanAction, PuppetMaster};
 use crate::controller::error::{chain, ReconcileError};
 use crate::controller::services::MasterServices;
 use crate::controller::Context;
@@ -42,11 +44,25 @@ pub(super) async fn sweep_orphans(
         .set_oldest_pending_csr_age(key, ages.iter().copied().fold(0.0, f64::max));
 
     let min_age = master.spec.orphans.min_age.into();
-    let owners = Owners {
+    let owners = |live: &LiveNodes| Owners {
         node_uids: live.uids.clone(),
         certnames: live.certnames.clone(),
     };
-    let scan = find_orphans(&snapshot, &owners, &first_seen, now, min_age);
+    let mut scan = find_orphans(&snapshot, &owners(live), &first_seen, now, min_age);
+    if !scan.due.is_empty() && master.spec.orphans.action == OrphanAction::Cleanup {
+        // `live` was read before the snapshot: a node created since may own an instance in
+        // it. Read them again after it, before removing anything, so every instance, record
+        // and certificate the snapshot shows has its owner in the view (minAge then guards
+        // only what the design says it does, not this pass's own order).
+        let fresh = live_nodes(
+            ctx,
+            master.namespace().as_deref().unwrap_or_default(),
+            &master.name_any(),
+            NodeView::Watched,
+        )
+        .await?;
+        scan = find_orphans(&snapshot, &owners(&fresh), &first_seen, now, min_age);
+    }
     let result = sweep(
         master,
         key,
