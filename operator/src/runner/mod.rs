@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod signing_watch;
+pub mod slim;
 pub mod triggers;
 pub mod wiring;
 
@@ -242,11 +243,11 @@ pub async fn run_controllers(
         None => Api::all(client.clone()),
     };
 
-    // Cached nodes drop managedFields: they are most of an object's size.
+    // Cached nodes and masters keep only what the passes read (`slim`).
     let (node_reader, node_writer) = reflector::store();
     let nodes = watcher(node_api, wc.clone())
         .default_backoff()
-        .modify(|n| n.managed_fields_mut().clear())
+        .modify(slim::slim_cached)
         .reflect(node_writer)
         .applied_objects();
     // One watch of the masters feeds their store, which node passes read their master from
@@ -261,7 +262,7 @@ pub async fn run_controllers(
     ctx.node_cache.attach(node_reader.clone());
     let masters = watcher(master_api, wc)
         .default_backoff()
-        .modify(|m| m.managed_fields_mut().clear())
+        .modify(slim::slim_cached)
         .reflect_shared(master_writer)
         .applied_objects();
     // Only spec changes of a master re-trigger its nodes, not its status writes; they also

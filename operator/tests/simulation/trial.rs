@@ -13,6 +13,7 @@ use puppet_conductor::cloud::{tags, Cloud, InstanceSettings, InstanceState, Laun
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
+use puppet_conductor::runner::slim::slim_cached;
 use puppet_conductor::runner::wiring::GuardedNode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -497,7 +498,8 @@ impl Trial {
                         if !obj["metadata"]["deletionTimestamp"].is_null() {
                             self.deleting_since.entry(uid).or_insert(self.step);
                         }
-                        if let Ok(node) = serde_json::from_value::<GuardedNode>(obj.clone()) {
+                        if let Ok(mut node) = serde_json::from_value::<GuardedNode>(obj.clone()) {
+                            slim_cached(&mut node);
                             let event = if initial {
                                 watcher::Event::InitApply(node)
                             } else {
@@ -510,7 +512,9 @@ impl Trial {
                     // Not an API kind: the watch step never lists it.
                     Kind::Watch => {}
                     Kind::Master => {
-                        if let Ok(master) = serde_json::from_value::<GuardedMaster>(obj.clone()) {
+                        if let Ok(mut master) = serde_json::from_value::<GuardedMaster>(obj.clone())
+                        {
+                            slim_cached(&mut master);
                             self.op
                                 .masters
                                 .apply_watcher_event(&watcher::Event::Apply(master));
