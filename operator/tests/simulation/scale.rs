@@ -485,6 +485,33 @@ async fn run(n: usize) {
     let _ = run.await;
     let _ = watch.await;
 
+    // What the snapshot's figure below is made of: its data as plain vectors (the rest is
+    // the persistent maps' structure and the snapshot's indexes by id and node).
+    let before = HEAP.allocated();
+    let instances: Vec<puppet_conductor::cloud::Instance> =
+        w.ec2.instances().into_iter().map(|i| i.instance).collect();
+    let after_instances = HEAP.allocated();
+    let certificates = puppet_conductor::ca::PuppetCa::list(w.ca.as_ref(), None)
+        .await
+        .unwrap();
+    let after_ca = HEAP.allocated();
+    let listing = puppet_conductor::records::Records::list(w.records.as_ref())
+        .await
+        .unwrap();
+    let after_records = HEAP.allocated();
+    let kb = |bytes: usize| bytes as f64 / n as f64 / 1024.0;
+    println!(
+        "BENCH {n} nodes, the snapshot's data as plain vectors, per node: an instance {:.2} KB ({} tags), its CA entry {:.2} KB, its bucket objects {:.2} KB ({} records, {} check-ins, {} signature records)",
+        kb(after_instances.saturating_sub(before)),
+        instances.first().map_or(0, |i| i.tags.len()),
+        kb(after_ca.saturating_sub(after_instances)),
+        kb(after_records.saturating_sub(after_ca)),
+        listing.records.len(),
+        listing.check_ins.len(),
+        listing.signatures.len(),
+    );
+    drop((instances, certificates, listing));
+
     // 5. The operator's own memory: the live heap it frees when its context (snapshots,
     // caches, metrics, clients) and its watch stores go, the API and fakes kept.
     let with_operator = HEAP.allocated();
