@@ -29,14 +29,15 @@ timings=$(grep -o 'BENCH .*' "$log" | sed 's/^BENCH /- /')
 # real node controller and CA watch. 1,000 nodes by default; PC_SCALE_NODES=1000,10000 runs
 # both (the 10,000-node run takes about 20 minutes of wall time, most of it the test's own
 # in-memory API and watch feed).
-PC_SCALE_NODES=${PC_SCALE_NODES:-1000} cargo test -q --locked -p puppet-conductor --test simulation \
+scale_nodes=${PC_SCALE_NODES:-1000}
+PC_SCALE_NODES=$scale_nodes cargo test -q --locked -p puppet-conductor --test simulation \
   -- --exact scale::fleet_scale_on_fakes --ignored --nocapture 2>&1 | tee "$log"
 grep -q "test result: ok. 1 passed" "$log" || { echo "bench: the fleet-scale run failed" >&2; exit 1; }
 fleet=$(grep -o 'BENCH .*' "$log" | sed 's/^BENCH /- /')
 {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`bash scripts/bench.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores); the figures"
+  echo "Produced by \`PC_SCALE_NODES=$scale_nodes bash scripts/bench.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores); the figures"
   echo "come from the test \`node_lifecycle::a_pass_over_1000_nodes_makes_at_most_10_describes\`"
   echo "(1,000 PuppetNodes of one master, kube-fake-client, a private moto server for EC2 and S3)."
   echo
