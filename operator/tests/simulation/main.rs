@@ -37,25 +37,33 @@ impl SweepTally {
             return;
         }
         self.trials += 1;
-        let s = outcome.swept;
-        self.acted += usize::from(s.any());
-        self.removed.instances += s.instances;
-        self.removed.certificates += s.certificates;
-        self.removed.objects += s.objects;
+        self.acted += usize::from(outcome.swept.any());
+        self.removed.add(outcome.swept);
     }
 
     fn merge(&mut self, other: &SweepTally) {
         self.trials += other.trials;
         self.acted += other.acted;
-        self.removed.instances += other.removed.instances;
-        self.removed.certificates += other.removed.certificates;
-        self.removed.objects += other.removed.objects;
+        self.removed.add(other.removed);
     }
 }
 
 /// Seeds that still fail, each with why: the run fails when any other seed fails, and
 /// when one of these passes (then it comes off the list). See docs/reliability.md.
-const KNOWN: &[(u64, &str)] = &[];
+const KNOWN: &[(u64, &str)] = &[
+    (
+        249797260,
+        "no convergence: after a lost RunInstances answer and EC2 and the bucket losing their state together, two nodes stay Launching (soak of 2026-12-04, not yet diagnosed)",
+    ),
+    (
+        249788185,
+        "no convergence: nodes stay Launching and Pending (soak of 2026-12-04, not yet diagnosed)",
+    ),
+    (
+        249806219,
+        "no convergence: nodes stay Launching and Pending (soak of 2026-12-04, not yet diagnosed)",
+    ),
+];
 
 /// Seeds from soaks outside the default range whose failures were fixed: they run with
 /// every trial range, so the bug each found stays found. See docs/reliability.md.

@@ -499,13 +499,13 @@ async fn run(n: usize) {
         .await
         .unwrap();
     let after_records = HEAP.allocated();
-    let kb = |bytes: usize| bytes as f64 / n as f64 / 1024.0;
+    let per_node = |bytes: usize| bytes as f64 / n as f64 / 1024.0;
     println!(
         "BENCH {n} nodes, the snapshot's data as plain vectors, per node: an instance {:.2} KB ({} tags), its CA entry {:.2} KB, its bucket objects {:.2} KB ({} records, {} check-ins, {} signature records)",
-        kb(after_instances.saturating_sub(before)),
+        per_node(after_instances.saturating_sub(before)),
         instances.first().map_or(0, |i| i.tags.len()),
-        kb(after_ca.saturating_sub(after_instances)),
-        kb(after_records.saturating_sub(after_ca)),
+        per_node(after_ca.saturating_sub(after_instances)),
+        per_node(after_records.saturating_sub(after_ca)),
         listing.records.len(),
         listing.check_ins.len(),
         listing.signatures.len(),
@@ -533,7 +533,6 @@ async fn run(n: usize) {
     let event_bytes = with_operator
         .saturating_sub(HEAP.allocated())
         .saturating_sub(operator_bytes);
-    let per_node = |bytes: usize| bytes as f64 / n as f64 / 1024.0;
     println!(
         "BENCH {n} nodes, the operator's own live heap: {:.1} MB [target RSS ≤ 40 MB at 10,000], {:.1} KB per node: the watch stores {:.1}, the master's snapshot {:.1}, the rest of its memory (per-node memos, certname owners, metrics, clients) {:.1}; measured as what each frees when dropped. Not in it: the {recorded} events the test recorded, {:.1} KB per node",
         operator_bytes as f64 / 1024.0 / 1024.0,

@@ -82,6 +82,12 @@ impl Swept {
     pub fn any(&self) -> bool {
         self.instances + self.certificates + self.objects > 0
     }
+
+    pub fn add(&mut self, other: Swept) {
+        self.instances += other.instances;
+        self.certificates += other.certificates;
+        self.objects += other.objects;
+    }
 }
 
 pub struct Trial {
@@ -740,9 +746,10 @@ impl Trial {
 
     /// The nodes whose things `call` removes, if it lands: (node UID, what), read from
     /// the fakes (an instance's tag) and the call (a certname, a bucket key).
-    fn removal_targets(&self, call: &Call) -> Vec<(String, String)> {
+    /// `None` when `call` removes nothing.
+    fn removal_targets(&self, call: &Call) -> Option<Vec<(String, String)>> {
         let target = &call.target;
-        match (call.system, call.operation) {
+        Some(match (call.system, call.operation) {
             (System::Ec2, "TerminateInstances") => {
                 let instances = self.fx.instances();
                 target
@@ -764,8 +771,8 @@ impl Trial {
                 .map(|uid| (uid, format!("deleted {target}")))
                 .into_iter()
                 .collect(),
-            _ => Vec::new(),
-        }
+            _ => return None,
+        })
     }
 
     /// A removal that lands: the master's orphan sweep never takes anything of a node the
@@ -775,16 +782,9 @@ impl Trial {
         let Some((key, started)) = task.and_then(|t| self.tasks.get(&t)).cloned() else {
             return;
         };
-        let removal = matches!(
-            (call.system, call.operation),
-            (System::Ec2, "TerminateInstances")
-                | (System::Ca, "clean" | "remove_request")
-                | (System::S3, "DeleteObject")
-        );
-        if !removal {
+        let Some(targets) = self.removal_targets(call) else {
             return;
-        }
-        let targets = self.removal_targets(call);
+        };
         if key.0 == Kind::Master {
             self.note(format!(
                 "  the master's sweep: {:?} {} {}",
