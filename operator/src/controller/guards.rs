@@ -52,12 +52,25 @@ impl Absences {
     /// `instance_id` is missing from this pass's describe: whether it has been missing
     /// for at least `grace`.
     pub fn missing_for(&self, instance_id: &str, grace: std::time::Duration) -> bool {
+        self.missing_since(instance_id, tokio::time::Instant::now(), grace)
+    }
+
+    /// `instance_id` has not been described since `since` (the operator launched it
+    /// then): whether it has been missing for at least `grace`. The wait for a launch's
+    /// visibility and the wait for a vanish's confirmation are one wait, not two.
+    pub fn missing_since(
+        &self,
+        instance_id: &str,
+        since: tokio::time::Instant,
+        grace: std::time::Duration,
+    ) -> bool {
         let now = tokio::time::Instant::now();
         let mut map = lock(&self.first_missed);
         // Forget what nobody asked about for long (the node went): the map stays bounded.
         map.retain(|_, at| now.duration_since(*at) < grace.saturating_mul(10).max(HOUR));
-        let first = *map.entry(instance_id.to_string()).or_insert(now);
-        now.duration_since(first) >= grace
+        let first = map.entry(instance_id.to_string()).or_insert(since);
+        *first = (*first).min(since);
+        now.duration_since(*first) >= grace
     }
 
     /// `instance_id` is visible again (or was never missing).
@@ -197,6 +210,25 @@ mod tests {
             "seen again: the clock restarts"
         );
         assert!(absences.missing_for("i-2", std::time::Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launch_no_describe_showed_is_missing_since_the_launch() {
+        let absences = Absences::default();
+        let grace = std::time::Duration::from_secs(300);
+        let launched = tokio::time::Instant::now();
+        tokio::time::advance(std::time::Duration::from_secs(200)).await;
+        assert!(!absences.missing_since("i-1", launched, grace));
+        tokio::time::advance(std::time::Duration::from_secs(100)).await;
+        assert!(
+            absences.missing_for("i-1", grace),
+            "the clock started at the launch, not at the first miss 200 s later"
+        );
+        assert!(!absences.missing_for("i-3", grace));
+        assert!(
+            absences.missing_since("i-3", launched, grace),
+            "an earlier start replaces a later one"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Snapshot {
     /// nodes' passes would otherwise cost 10⁸ tag reads).
     by_id: imbl::HashMap<String, usize>,
     by_node: imbl::HashMap<String, Vec<usize>>,
+    /// The operator's own launches that no describe has shown yet, with when each was
+    /// launched: they are in `observed.instances` so that no pass launches twice, but
+    /// they are not evidence that EC2 has them.
+    awaited: imbl::HashMap<String, Instant>,
     /// Per-certname CA reads left for this CA listing while it is failing: nodes waiting
     /// for a CSR fall back to them, at most this many per poll interval.
     pub degraded_reads: Arc<AtomicUsize>,
@@ -83,6 +87,7 @@ impl Snapshot {
             ca_taken: now,
             by_id: imbl::HashMap::new(),
             by_node: imbl::HashMap::new(),
+            awaited: imbl::HashMap::new(),
         };
         for instance in observed.instances {
             snapshot.add_instance(instance);
@@ -101,6 +106,17 @@ impl Snapshot {
             self.by_node.entry(uid.clone()).or_default().push(at);
         }
         self.observed.instances.push_back(instance);
+    }
+
+    /// Notes that `id`, launched `at`, is in the snapshot by the operator's own launch,
+    /// not by a describe.
+    pub fn await_launch(&mut self, id: &str, at: Instant) {
+        self.awaited.insert(id.to_string(), at);
+    }
+
+    /// When the operator launched `id`, if no describe has shown it since.
+    pub fn awaited_since(&self, id: &str) -> Option<Instant> {
+        self.awaited.get(id).copied()
     }
 
     /// The instance of this id, if seen.
@@ -264,7 +280,7 @@ impl SnapshotCache {
         if let Some(before) = slot.live.replace(live.clone()) {
             self.wake(vanished_nodes(&before, &live));
         }
-        self.merge_launches(master_key, &mut instances);
+        let awaited = self.merge_launches(master_key, &mut instances);
         let instances = imbl::Vector::from(instances);
         let records = services.records.list().await?;
         let certificates = list_ca(master_key, services).await;
@@ -282,7 +298,11 @@ impl SnapshotCache {
             records,
             certificates,
         };
-        let snapshot = Arc::new(Snapshot::new(observed, degraded_reads, Instant::now()));
+        let mut snapshot = Snapshot::new(observed, degraded_reads, Instant::now());
+        for (instance, at) in awaited {
+            snapshot.await_launch(&instance.id, at);
+        }
+        let snapshot = Arc::new(snapshot);
         slot.snapshot = Some(snapshot.clone());
         slot.stale = false;
         Ok(snapshot)
@@ -376,14 +396,21 @@ impl SnapshotCache {
         lock(&self.wakes).retain(|tx| nodes.iter().all(|n| tx.send(n.clone()).is_ok()));
     }
 
-    fn merge_launches(&self, master_key: &str, instances: &mut Vec<Instance>) {
+    /// Folds the recent launches a describe does not show yet into `instances`; returns
+    /// them with their launch times.
+    fn merge_launches(
+        &self,
+        master_key: &str,
+        instances: &mut Vec<Instance>,
+    ) -> Vec<(Instance, Instant)> {
         let mut launches = lock(&self.launches);
         let recent = launches.remove(master_key).unwrap_or_default();
         let awaited =
             merge_recent_launches(instances, recent, Instant::now(), LAUNCH_VISIBILITY_GRACE);
         if !awaited.is_empty() {
-            launches.insert(master_key.to_string(), awaited);
+            launches.insert(master_key.to_string(), awaited.clone());
         }
+        awaited
     }
 
     /// Folds an instance the operator just launched into the snapshot. An instance known by
@@ -391,11 +418,18 @@ impl SnapshotCache {
     /// RunInstances answer arrived late), what the describe saw is kept. Until a describe
     /// shows it, later snapshots keep it too (EC2's describe lags behind its launches).
     pub async fn launched(&self, master_key: &str, instance: Instance) {
+        let now = Instant::now();
         lock(&self.launches)
             .entry(master_key.to_string())
             .or_default()
-            .push((instance.clone(), Instant::now()));
-        self.update(master_key, |s| s.add_instance(instance)).await;
+            .push((instance.clone(), now));
+        self.update(master_key, |s| {
+            if s.instance(&instance.id).is_none() {
+                s.await_launch(&instance.id, now);
+            }
+            s.add_instance(instance)
+        })
+        .await;
     }
 
     /// Records that a record was written (or deleted, with `None`).
@@ -538,6 +572,42 @@ mod tests {
             LAUNCH_VISIBILITY_GRACE,
         );
         assert!(described.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launch_no_describe_showed_is_awaited_since_its_launch_across_snapshots() {
+        use crate::fakes::{ca::FakeCa, ec2::FakeEc2, records::FakeRecords};
+        let services = MasterServices {
+            cloud: Arc::new(FakeEc2::default()),
+            records: Arc::new(FakeRecords::default()),
+            ca: Arc::new(FakeCa::default()),
+            ca_cert_pem: String::new(),
+            challenge_key: crate::identity::ChallengeKey::generate(),
+        };
+        let cache = SnapshotCache::default();
+        let age = Duration::from_secs(60);
+        let get = || cache.get("ns/pm", &services, age, age);
+        assert!(get().await.unwrap().instances.is_empty());
+        let launched = Instant::now();
+        cache.launched("ns/pm", instance("i-new")).await;
+        let s = get().await.unwrap();
+        assert!(
+            s.instance("i-new").is_some(),
+            "folded into the cached snapshot"
+        );
+        assert_eq!(s.awaited_since("i-new"), Some(launched));
+
+        // A new observation whose describe does not show it keeps it, and its launch time.
+        tokio::time::advance(age).await;
+        let s = get().await.unwrap();
+        assert!(s.taken > launched);
+        assert!(s.instance("i-new").is_some());
+        assert_eq!(s.awaited_since("i-new"), Some(launched));
+
+        tokio::time::advance(LAUNCH_VISIBILITY_GRACE).await;
+        let s = get().await.unwrap();
+        assert!(s.instance("i-new").is_none(), "gone after the grace");
+        assert_eq!(s.awaited_since("i-new"), None);
     }
 
     #[tokio::test(start_paused = true)]

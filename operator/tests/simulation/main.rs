@@ -50,24 +50,23 @@ impl SweepTally {
 
 /// Seeds that still fail, each with why: the run fails when any other seed fails, and
 /// when one of these passes (then it comes off the list). See docs/reliability.md.
-const KNOWN: &[(u64, &str)] = &[
-    (
-        249797260,
-        "no convergence: after a lost RunInstances answer and EC2 and the bucket losing their state together, two nodes stay Launching (soak of 2026-12-04, not yet diagnosed)",
-    ),
-    (
-        249788185,
-        "no convergence: nodes stay Launching and Pending (soak of 2026-12-04, not yet diagnosed)",
-    ),
-    (
-        249806219,
-        "no convergence: nodes stay Launching and Pending (soak of 2026-12-04, not yet diagnosed)",
-    ),
-];
+const KNOWN: &[(u64, &str)] = &[];
 
 /// Seeds from soaks outside the default range whose failures were fixed: they run with
 /// every trial range, so the bug each found stays found. See docs/reliability.md.
 const REGRESSIONS: &[(u64, &str)] = &[
+    (
+        249797260,
+        "a launch EC2 lost with its state waited out the launch's visibility and then a vanish's grace again: two nodes Launching for ten minutes",
+    ),
+    (
+        249788185,
+        "a launch lost with EC2's state: Launching for ten minutes, and another node Pending behind its replacement slot",
+    ),
+    (
+        249806219,
+        "a launch lost with EC2's state: Launching for ten minutes, two nodes Pending behind it",
+    ),
     (
         801588,
         "a retired incarnation's record deleted without asking the CA (listing unknown)",

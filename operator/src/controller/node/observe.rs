@@ -129,11 +129,16 @@ pub(super) fn vanish_confirmed(ctx: &Context, observed: &Observed, snapshot: &Sn
         .collect();
     let grace = ctx.settings.instance_visibility_grace;
     named.into_iter().fold(true, |all, id| {
-        let unconfirmed = if snapshot.instance(id).is_some() {
-            ctx.absences.seen(id);
-            false
-        } else {
-            !ctx.absences.missing_for(id, grace)
+        let unconfirmed = match (snapshot.instance(id), snapshot.awaited_since(id)) {
+            // Only the operator's own launch says it exists: its absence counts from the
+            // launch, so a launch EC2 lost (state loss) is confirmed gone one grace after
+            // it, not two (seed 249797260 waited ten minutes).
+            (Some(_), Some(launched)) => !ctx.absences.missing_since(id, launched, grace),
+            (Some(_), None) => {
+                ctx.absences.seen(id);
+                false
+            }
+            (None, _) => !ctx.absences.missing_for(id, grace),
         };
         all && !unconfirmed
     })
