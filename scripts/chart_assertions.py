@@ -65,6 +65,38 @@ def rules_of(docs, kind, name_suffix=""):
     return [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
 
 
+def granted(role, resource, group="puppet-conductor.dev"):
+    """The verbs `role` grants on `resource` of `group` (unnarrowed rules only)."""
+    verbs = set()
+    for r in role.get("rules", []):
+        if group in r.get("apiGroups", []) and resource in r.get("resources", []) and not r.get("resourceNames"):
+            verbs |= set(r.get("verbs", []))
+    return verbs
+
+
+def check_pool_rules(docs):
+    """PuppetNodePool: the reconcilers' role reads pools, writes their status, makes and
+    removes their nodes; the CRD role lets the operator wait for the pool CRD."""
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and operator_rules(d)]
+    check(len(roles) == 1, f"expected one reconciler role, found {len(roles)}")
+    for role in roles:
+        name = f"{role['kind']} {role['metadata']['name']}"
+        pools = granted(role, "puppetnodepools")
+        check(pools == {"get", "list", "watch"}, f"{name}: puppetnodepools {sorted(pools)}, want get/list/watch only")
+        status = granted(role, "puppetnodepools/status")
+        check(status == {"patch", "update"}, f"{name}: puppetnodepools/status {sorted(status)}, want patch/update")
+        finalizers = granted(role, "puppetnodepools/finalizers")
+        check(finalizers == {"update"}, f"{name}: puppetnodepools/finalizers {sorted(finalizers)}, want update (blockOwnerDeletion on its nodes)")
+        check(not granted(role, "puppetnodepools/scale"), f"{name}: the operator does not use puppetnodepools/scale")
+        nodes = granted(role, "puppetnodes")
+        want = {"get", "list", "watch", "create", "patch", "update", "delete"}
+        check(nodes == want, f"{name}: puppetnodes {sorted(nodes)}, want {sorted(want)}")
+    crd_roles = rules_of(docs, "ClusterRole", "-crds")
+    names = {n for d in crd_roles for r in d["rules"] for n in r.get("resourceNames", [])}
+    for crd in ("puppetmasters", "puppetnodes", "puppetnodepools"):
+        check(f"{crd}.puppet-conductor.dev" in names, f"the CRD ClusterRole does not name {crd}.puppet-conductor.dev")
+
+
 def main():
     case, path, release_ns = sys.argv[1:4]
     with open(path, encoding="utf-8") as f:
@@ -74,7 +106,11 @@ def main():
         for rule in d.get("rules", []):
             for field in ("apiGroups", "resources", "verbs"):
                 check("*" not in rule.get(field, []), f"{d['kind']} {d['metadata']['name']}: wildcard in {field}")
-            check("delete" not in rule.get("verbs", []), f"{d['kind']} {d['metadata']['name']}: the operator deletes nothing through RBAC")
+            # The one deletion: a PuppetNodePool's own nodes (scale down, roll).
+            check(
+                "delete" not in rule.get("verbs", []) or rule.get("resources") == ["puppetnodes"],
+                f"{d['kind']} {d['metadata']['name']}: the operator deletes nothing through RBAC but PuppetNodes",
+            )
             if "secrets" in rule.get("resources", []):
                 # get/create: the challenge key; patch: the in-use finalizer; list/watch:
                 # the metadata-only watch that maps Secret changes to their masters.
@@ -87,6 +123,7 @@ def main():
     services = [d for d in docs if d["kind"] == "Service"]
     check(len(services) == 1 and services[0]["spec"]["ports"][0].get("targetPort") == "http", "expected one Service targeting port http")
     check(len(rules_of(docs, "ClusterRole", "-crds")) == 1, "no ClusterRole for reading the CRDs")
+    check_pool_rules(docs)
 
     if case == "cluster":
         env = check_deployment(deploys[0], leader_election=True)

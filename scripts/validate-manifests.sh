@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Validate the CRDs (crds/*.yaml) and the example manifests
-# (manifests/examples/*.yaml) offline against the Kubernetes 1.32 API schemas
+# (manifests/examples/*.yaml and manifests/puppetnodepool.yaml) offline against the Kubernetes 1.32 API schemas
 # with `kubernetes-validate --strict` (unknown fields are errors).
 #
 # kubernetes-validate has no schema for our own kinds: it only warns about
-# PuppetMaster/PuppetNode documents, and warnings do not fail this script;
-# errors (and unreadable or invalid YAML) do. Those kinds are checked against
-# the generated CRD schema by the integration test `manifests`.
+# PuppetMaster/PuppetNode/PuppetNodePool documents, and warnings do not fail
+# this script; errors (and unreadable or invalid YAML) do. Those kinds are
+# checked against the generated CRD schema by the integration test `manifests`.
 #
 # When kubectl is available, the kustomization in manifests/ is also built
 # (`kubectl kustomize`, offline) and its output validated.
@@ -29,6 +29,8 @@ shopt -s nullglob
 crds=(crds/*.yaml)
 examples=(manifests/examples/*.yaml)
 shopt -u nullglob
+# Outside examples/ (and so outside the kustomization): the pool example.
+examples+=(manifests/puppetnodepool.yaml)
 if ((${#crds[@]} == 0)); then
     echo "validate-manifests.sh: no crds/*.yaml; run scripts/generate.sh" >&2
     exit 1
@@ -60,4 +62,4 @@ if ((status)); then
     echo "validate-manifests.sh: validation failed" >&2
     exit 1
 fi
-echo "validate-manifests.sh: crds/ and manifests/examples/ are valid for Kubernetes $k8s_version"
+echo "validate-manifests.sh: crds/, manifests/examples/ and manifests/puppetnodepool.yaml are valid for Kubernetes $k8s_version"

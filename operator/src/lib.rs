@@ -22,8 +22,8 @@ pub use puppet_conductor_api as api;
 pub use puppet_conductor_ca as ca;
 pub use puppet_conductor_cloud as cloud;
 pub use puppet_conductor_core::{
-    certificate, certname, csr, identity, instance, lease, observation, orphans, plan, record,
-    signing_watch, spec, status, sync, trust, userdata,
+    certificate, certname, csr, identity, instance, lease, observation, orphans, pause, plan, pool,
+    record, signing_watch, spec, status, sync, trust, userdata,
 };
 #[cfg(feature = "fakes")]
 pub use puppet_conductor_fakes as fakes;

@@ -78,13 +78,25 @@ namespaces: a ClusterRole's or a Role's rules, by watchNamespace.
 - apiGroups: [puppet-conductor.dev]
   resources: [puppetmasters, puppetnodes]
   verbs: [get, list, watch, patch, update]
+# A PuppetNodePool makes its nodes (<pool>-<n>: create cannot be narrowed by
+# name) and deletes them on scale down and in a roll, each with a UID
+# precondition; it rewrites them in place with the patch above.
 - apiGroups: [puppet-conductor.dev]
-  resources: [puppetmasters/status, puppetnodes/status]
+  resources: [puppetnodes]
+  verbs: [create, delete]
+# Pools are only read; the operator writes nothing but their status. Their
+# /scale is for kubectl scale and autoscalers, not for the operator.
+- apiGroups: [puppet-conductor.dev]
+  resources: [puppetnodepools]
+  verbs: [get, list, watch]
+- apiGroups: [puppet-conductor.dev]
+  resources: [puppetmasters/status, puppetnodes/status, puppetnodepools/status]
   verbs: [patch, update]
-# Setting blockOwnerDeletion on owned objects (the challenge-key Secret) needs
-# update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
+# Setting blockOwnerDeletion on owned objects (the challenge-key Secret, a
+# pool's nodes) needs update on the owner's finalizers where
+# OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [puppet-conductor.dev]
-  resources: [puppetmasters/finalizers, puppetnodes/finalizers]
+  resources: [puppetmasters/finalizers, puppetnodes/finalizers, puppetnodepools/finalizers]
   verbs: [update]
 # Names of the CA client and credentials Secrets come from the spec, so get
 # cannot be narrowed by name; create is for <master>-challenge-key; patch adds

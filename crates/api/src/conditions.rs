@@ -21,3 +21,10 @@ pub const CERTIFICATE_SIGNED: &str = "CertificateSigned";
 pub const CLASSIFIED: &str = "Classified";
 /// Node: another node (of any master sharing the CA) claims the certname.
 pub const CERTNAME_CONFLICT: &str = "CertnameConflict";
+
+/// Both kinds: the annotation `puppet-conductor.dev/paused: "true"` (on the object, or for
+/// a node on its master) stops the operator's actions; also the reason of `Paused=True`
+/// and of a paused node's `Ready=False`.
+pub const PAUSED: &str = "Paused";
+/// Reason of `Paused=False` once the annotation is gone: actions resumed.
+pub const RESUMED: &str = "Resumed";

@@ -9,14 +9,16 @@ pub mod common;
 pub mod conditions;
 pub mod master;
 pub mod node;
+pub mod pool;
 
 pub use common::{MasterRef, SecretRef};
 pub use master::{PuppetMaster, PuppetMasterSpec, PuppetMasterStatus};
 pub use node::{PuppetNode, PuppetNodeSpec, PuppetNodeStatus};
+pub use pool::{PuppetNodePool, PuppetNodePoolSpec, PuppetNodePoolStatus};
 
-/// API group of both kinds.
+/// API group of every kind.
 pub const GROUP: &str = "puppet-conductor.dev";
-/// API version of both kinds.
+/// API version of every kind.
 pub const VERSION: &str = "v1alpha1";
 
 /// Finalizer guarding cleanup of instance, certificate and record.
@@ -26,6 +28,9 @@ pub const NODE_FINALIZER: &str = "puppet-conductor.dev/cleanup";
 pub const MASTER_FINALIZER: &str = "puppet-conductor.dev/nodes";
 /// Finalizer holding a Secret while a PuppetMaster that needs it references it.
 pub const SECRET_FINALIZER: &str = "puppet-conductor.dev/in-use";
+/// Annotation that pauses a node, a pool or a master: `"true"` stops every action on it
+/// (observation and status go on; deletion still cleans up).
+pub const PAUSED_ANNOTATION: &str = "puppet-conductor.dev/paused";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "puppet-conductor";
 
@@ -34,7 +39,11 @@ pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![PuppetMaster::crd(), PuppetNode::crd()]
+    vec![
+        PuppetMaster::crd(),
+        PuppetNode::crd(),
+        PuppetNodePool::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as checked in under `crds/`.

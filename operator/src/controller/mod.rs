@@ -14,6 +14,7 @@ pub mod master;
 pub mod master_cache;
 pub mod node;
 pub mod node_cache;
+pub mod pool;
 pub mod secret_cache;
 pub mod secret_hold;
 pub mod services;

@@ -3,6 +3,7 @@
 //! throughout, stopping on SIGTERM within a bounded time.
 
 pub mod config;
+pub mod pool_triggers;
 pub mod signing_watch;
 pub mod slim;
 pub mod triggers;
@@ -19,14 +20,16 @@ use kube::{Api, CustomResourceExt, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use self::config::RunConfig;
+use self::pool_triggers::{pool_node_triggers, GuardedPool};
 use self::triggers::{secret_triggers, SecretMeta};
 use self::wiring::{
     drain_within, hold_sweep, master_controller, master_error_policy, master_triggers,
-    node_controller, node_error_policy, reconcile_master, reconcile_node, GuardedMaster,
-    GuardedNode, HoldCaches,
+    node_controller, node_error_policy, pool_controller, pool_error_policy, reconcile_master,
+    reconcile_node, reconcile_pool, GuardedMaster, GuardedNode, HoldCaches,
 };
 use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
+use crate::api::pool::PuppetNodePool;
 use crate::controller::context::Scope;
 use crate::controller::events::KubeEvents;
 use crate::controller::services::{ClientSettings, KubeServiceFactory};
@@ -197,13 +200,17 @@ const CRD_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(30);
 /// watch waits for it to catch up.
 const MASTER_EVENT_BUFFER: usize = 256;
 
-/// Waits until both CRDs are established (the controllers' watches fail without them).
-/// An unreachable or failing API server is retried with capped backoff while /healthz
-/// keeps answering, so a blip at start-up does not crash-loop the pod.
+/// Waits until the master and node CRDs are established (the controllers' watches fail
+/// without them). An unreachable or failing API server is retried with capped backoff
+/// while /healthz keeps answering, so a blip at start-up does not crash-loop the pod.
 async fn wait_for_crds(client: &kube::Client) {
+    wait_for_crd_names(client, &[PuppetMaster::crd_name(), PuppetNode::crd_name()]).await;
+}
+
+async fn wait_for_crd_names(client: &kube::Client, names: &[&str]) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut delay = std::time::Duration::from_secs(1);
-    for name in [PuppetMaster::crd_name(), PuppetNode::crd_name()] {
+    for &name in names {
         tracing::info!(crd = name, "waiting for CRD to be established");
         while let Err(error) = await_condition(api.clone(), name, is_crd_established()).await {
             tracing::warn!(crd = name, %error, retry_in = ?delay, "cannot read the CRD; retrying");
@@ -260,7 +267,7 @@ pub async fn run_controllers(
     };
     ctx.master_cache.attach(master_reader.clone());
     ctx.node_cache.attach(node_reader.clone());
-    let masters = watcher(master_api, wc)
+    let masters = watcher(master_api, wc.clone())
         .default_backoff()
         .modify(slim::slim_cached)
         .reflect_shared(master_writer)
@@ -319,15 +326,48 @@ pub async fn run_controllers(
         });
     let master_run = master_controller(masters, master_reader, secrets, concurrency)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile_master, master_error_policy, ctx)
+        .run(reconcile_master, master_error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "master reconcile");
             }
         });
+    // Pools start once their CRD is there: Helm does not upgrade the CRDs of an installed
+    // chart, so an upgrade from a release without pools runs nodes and masters meanwhile.
+    let pool_run = {
+        let shutdown = shutdown.clone();
+        async move {
+            let pool_crd = [PuppetNodePool::crd_name()];
+            tokio::select! {
+                () = wait_for_crd_names(&client, &pool_crd) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let pool_api: Api<GuardedPool> = scope.api(client.clone());
+            let (pool_reader, pool_writer) = reflector::store();
+            let pools = watcher(pool_api, wc.clone())
+                .default_backoff()
+                .modify(slim::slim_cached)
+                .reflect(pool_writer)
+                .applied_objects();
+            // A watch of its own (no store): the pools must see deletions, which a store's
+            // subscription does not pass on.
+            let node_api: Api<GuardedNode> = scope.api(client.clone());
+            let pool_nodes = pool_node_triggers(watcher(node_api, wc).default_backoff());
+            tracing::info!("pool controller started");
+            pool_controller(pools, pool_reader, pool_nodes, concurrency)
+                .graceful_shutdown_on(shutdown.cancelled_owned())
+                .run(reconcile_pool, pool_error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "pool reconcile");
+                    }
+                })
+                .await;
+        }
+    };
     tracing::info!("controllers started");
     let all = async {
-        futures::join!(node_run, master_run, sweep, watch);
+        futures::join!(node_run, master_run, sweep, watch, pool_run);
     };
     if drain_within(all, &shutdown, SHUTDOWN_GRACE).await {
         tracing::info!("controllers stopped");

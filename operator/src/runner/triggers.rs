@@ -16,8 +16,9 @@ use kube::Resource;
 
 use crate::api::master::PuppetMaster;
 use crate::api::node::PuppetNode;
+use puppet_conductor_core::pause::paused;
 
-fn hash<T: Hash + ?Sized>(value: &T) -> u64 {
+pub(crate) fn hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
@@ -25,7 +26,7 @@ fn hash<T: Hash + ?Sized>(value: &T) -> u64 {
 
 /// The metadata a reconcile acts on: generation (the spec), whether deletion started,
 /// finalizers, labels and annotations. Not resourceVersion, managedFields or status.
-fn metadata_trigger(meta: &ObjectMeta) -> u64 {
+pub(crate) fn metadata_trigger(meta: &ObjectMeta) -> u64 {
     hash(&(
         meta.generation,
         meta.deletion_timestamp.is_some(),
@@ -43,6 +44,14 @@ pub fn node_trigger(node: &PuppetNode) -> Option<u64> {
 /// What should wake a master reconcile; equal for two versions that differ only in status.
 pub fn master_trigger(master: &PuppetMaster) -> Option<u64> {
     Some(metadata_trigger(master.meta()))
+}
+
+/// What should wake a master's nodes: its spec (a new generation, which deletion bumps
+/// too) and whether its paused annotation pauses them. Not its status, nor its other
+/// metadata: the master's own writes (status, finalizer) must not reconcile every node.
+pub fn master_nodes_trigger<K: Resource>(master: &K) -> Option<u64> {
+    let meta = master.meta();
+    Some(hash(&(meta.generation, paused(meta.annotations.as_ref()))))
 }
 
 /// `trigger` for a watched object that may be malformed: a malformed version hashes its
@@ -232,6 +241,69 @@ mod tests {
         let mut spec = before.clone();
         spec.metadata.generation = Some(4);
         assert_ne!(master_trigger(&before), master_trigger(&spec));
+    }
+
+    fn annotated(mut master: PuppetMaster, value: Option<&str>) -> PuppetMaster {
+        master.metadata.annotations =
+            value.map(|v| [(crate::api::PAUSED_ANNOTATION.to_string(), v.to_string())].into());
+        master
+    }
+
+    #[test]
+    fn pausing_or_resuming_a_node_changes_its_trigger() {
+        let before = node();
+        let mut paused = before.clone();
+        paused.metadata.annotations = Some(
+            [(
+                crate::api::PAUSED_ANNOTATION.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        assert_ne!(node_trigger(&before), node_trigger(&paused));
+        let mut resumed = paused.clone();
+        resumed.metadata.annotations = None;
+        assert_ne!(node_trigger(&paused), node_trigger(&resumed));
+    }
+
+    #[test]
+    fn pausing_or_resuming_a_master_wakes_it_and_its_nodes() {
+        let before = master();
+        let paused = annotated(before.clone(), Some("true"));
+        assert_ne!(master_trigger(&before), master_trigger(&paused));
+        assert_ne!(master_nodes_trigger(&before), master_nodes_trigger(&paused));
+        let resumed = annotated(paused.clone(), Some("false"));
+        assert_ne!(
+            master_nodes_trigger(&paused),
+            master_nodes_trigger(&resumed)
+        );
+        assert_eq!(
+            master_nodes_trigger(&before),
+            master_nodes_trigger(&resumed),
+            "not paused either way"
+        );
+    }
+
+    #[test]
+    fn the_masters_own_writes_and_other_annotations_do_not_wake_its_nodes() {
+        let before = master();
+        let mut written = before.clone();
+        written.status = Some(PuppetMasterStatus {
+            observed_generation: Some(3),
+            ..Default::default()
+        });
+        written.metadata.resource_version = Some("8".into());
+        written.metadata.finalizers = Some(vec!["puppet-conductor.dev/nodes".into()]);
+        assert_eq!(
+            master_nodes_trigger(&before),
+            master_nodes_trigger(&written)
+        );
+        let mut noted = before.clone();
+        noted.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
+        assert_eq!(master_nodes_trigger(&before), master_nodes_trigger(&noted));
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(4);
+        assert_ne!(master_nodes_trigger(&before), master_nodes_trigger(&spec));
     }
 
     #[test]

@@ -23,11 +23,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::pool_triggers::{pool_trigger, GuardedPool};
 use super::triggers::{guarded_trigger, master_trigger, node_trigger, SecretMeta};
 use crate::api::node::PuppetNode;
 use crate::controller::error::chain;
 use crate::controller::secret_hold::{referenced_secrets, release_unneeded, stale_holds};
-use crate::controller::{master, node, Context, ReconcileError};
+use crate::controller::{master, node, pool, Context, ReconcileError};
 
 /// A PuppetNode as watched: a malformed object arrives as an error instead of stalling
 /// the watcher.
@@ -82,14 +83,15 @@ pub fn masters_of_secret(
         .collect()
 }
 
-/// Master changes that re-trigger nodes: spec changes only (a new generation, which
-/// deletion bumps too), so the master's own status writes do not reconcile all its nodes
+/// Master changes that re-trigger nodes: spec changes (a new generation, which
+/// deletion bumps too) and its paused annotation (`master_nodes_trigger`), so the
+/// master's own status writes do not reconcile all its nodes
 /// again. A Secret rotation does not reach the nodes this way: their services are re-read
 /// per pass, keyed by the Secrets' resourceVersions, so their next pass uses the new ones.
 pub fn master_triggers(
     masters: impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<GuardedMaster, watcher::Error>> + Send + 'static {
-    masters.predicate_filter(kube::runtime::predicates::generation, Default::default())
+    masters.predicate_filter(super::triggers::master_nodes_trigger, Default::default())
 }
 
 /// The node a `namespace/name` key (the instances' node tag) names.
@@ -140,6 +142,31 @@ pub fn master_controller(
             masters_of_secret(&secret, &lookup.state())
         })
         .with_config(controller::Config::default().concurrency(concurrency))
+}
+
+/// How long a pool waits after a change of one of its nodes before its pass, so that a
+/// burst of node changes (a roll, a scale) costs one pass and one list.
+pub const POOL_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// The PuppetNodePool controller: triggered by pool changes (not by its status writes) and
+/// by the changes of its nodes that it reads (`pool_triggers::pool_node_triggers`).
+pub fn pool_controller(
+    pools: impl Stream<Item = Result<GuardedPool, watcher::Error>> + Send + 'static,
+    store: Store<GuardedPool>,
+    nodes: impl Stream<Item = Result<PuppetNode, watcher::Error>> + Send + 'static,
+    concurrency: u16,
+) -> Controller<GuardedPool> {
+    let pools = pools.predicate_filter(
+        |p: &GuardedPool| guarded_trigger(p, pool_trigger),
+        PredicateConfig::default(),
+    );
+    Controller::for_stream(pools, store)
+        .owns_stream(nodes)
+        .with_config(
+            controller::Config::default()
+                .concurrency(concurrency)
+                .debounce(POOL_DEBOUNCE),
+        )
 }
 
 /// The caches the hold sweep reads.
@@ -344,6 +371,39 @@ pub fn master_error_policy(
 ) -> Requeue {
     match &object.0 {
         Ok(m) => master::error_policy(Arc::new(m.clone()), error, ctx),
+        Err(_) => Requeue::await_change(),
+    }
+}
+
+/// The pool controller's reconcile function.
+pub async fn reconcile_pool(
+    object: Arc<GuardedPool>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let started = Instant::now();
+    let span = reconcile_span("PuppetNodePool", object.meta());
+    let result = match &object.0 {
+        Ok(p) => {
+            pool::reconcile(Arc::new(p.clone()), ctx.clone())
+                .instrument(span)
+                .await
+        }
+        Err(invalid) => Err(reject_invalid("PuppetNodePool", invalid, &ctx)
+            .instrument(span)
+            .await),
+    };
+    record(&ctx, "PuppetNodePool", started, &result);
+    result
+}
+
+/// The pool controller's error policy.
+pub fn pool_error_policy(
+    object: Arc<GuardedPool>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Requeue {
+    match &object.0 {
+        Ok(p) => pool::error_policy(Arc::new(p.clone()), error, ctx),
         Err(_) => Requeue::await_change(),
     }
 }

@@ -23,7 +23,7 @@ use kube::{Client, Config, Resource, ResourceExt};
 use puppet_conductor::api::common::SecretRef;
 use puppet_conductor::api::master::SigningMode;
 use puppet_conductor::api::node::Phase;
-use puppet_conductor::api::{PuppetMaster, PuppetNode};
+use puppet_conductor::api::{PuppetMaster, PuppetNode, PuppetNodePool};
 use puppet_conductor::cloud::{tags, Cloud, Instance};
 use puppet_conductor::records::{KeyLayout, ParsedKey};
 use serde::de::DeserializeOwned;
@@ -96,7 +96,7 @@ pub async fn install_crds(client: &Client) {
         .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
         names.push(name);
     }
-    assert_eq!(names.len(), 2, "crds/ holds the two CRDs");
+    assert_eq!(names.len(), 3, "crds/ holds the three CRDs");
     for name in names {
         eventually(
             &format!("CRD {name} established"),
@@ -459,12 +459,16 @@ where
     // Cleanup: nodes first, then masters (a master waits for its nodes), while the
     // operator still runs and releases their finalizers; whatever it could not release
     // is let go so the namespace does not hang in Terminating.
+    // Pools first: a pool would make its deleted nodes again.
+    let pools: Api<PuppetNodePool> = cluster.api();
+    let pools_gone = delete_all_and_wait(&pools, Duration::from_secs(60)).await;
     let nodes: Api<PuppetNode> = cluster.api();
     let masters: Api<PuppetMaster> = cluster.api();
     let nodes_gone = delete_all_and_wait(&nodes, Duration::from_secs(60)).await;
     let masters_gone = delete_all_and_wait(&masters, Duration::from_secs(30)).await;
     let stopped = operator.stop().await;
-    if !nodes_gone || !masters_gone {
+    if !pools_gone || !nodes_gone || !masters_gone {
+        strip_finalizers(&pools).await;
         strip_finalizers(&nodes).await;
         strip_finalizers(&masters).await;
     }
@@ -478,8 +482,8 @@ where
         panic!("{problem}");
     }
     assert!(
-        nodes_gone && masters_gone,
-        "PuppetNodes or PuppetMasters in {ns} kept their finalizers after deletion"
+        pools_gone && nodes_gone && masters_gone,
+        "PuppetNodePools, PuppetNodes or PuppetMasters in {ns} kept their finalizers after deletion"
     );
 }
 
@@ -555,7 +559,7 @@ pub struct LaunchedNode {
     pub incarnation: Option<i64>,
 }
 
-fn launched_node(n: &PuppetNode) -> Option<LaunchedNode> {
+pub fn launched_node(n: &PuppetNode) -> Option<LaunchedNode> {
     let st = n.status.as_ref()?;
     if st.phase != Some(Phase::AwaitingCsr) {
         return None;

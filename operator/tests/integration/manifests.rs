@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Secret;
-use puppet_conductor::api::{PuppetMaster, PuppetNode};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use puppet_conductor::api::{PuppetMaster, PuppetNode, PuppetNodePool};
 use serde_json::Value;
 
 use crate::crd_schema_support::{repo_root, yaml_documents, CrdSchema};
@@ -306,5 +307,73 @@ fn kustomization_lists_every_example() {
     assert_eq!(
         listed, present,
         "manifests/kustomization.yaml resources must be exactly the files in manifests/examples/"
+    );
+}
+
+/// The pool example: `manifests/puppetnodepool.yaml`, outside `examples/` (and the
+/// kustomization), validated by scripts/validate-manifests.sh as well.
+const POOL_EXAMPLE: &str = "manifests/puppetnodepool.yaml";
+
+#[test]
+fn pool_example_passes_the_schema_and_names_an_example_master() {
+    let text = std::fs::read_to_string(repo_root().join(POOL_EXAMPLE)).unwrap();
+    let docs = yaml_documents(&text).unwrap_or_else(|e| panic!("{POOL_EXAMPLE}: {e}"));
+    let [raw] = docs.as_slice() else {
+        panic!(
+            "{POOL_EXAMPLE}: expected one document, found {}",
+            docs.len()
+        );
+    };
+    assert_eq!(raw["apiVersion"], "puppet-conductor.dev/v1alpha1");
+    assert_eq!(raw["kind"], "PuppetNodePool");
+
+    // As written (unknown fields are errors, as with `kubectl apply`), and as the types
+    // write it back; the typed CEL check agrees.
+    let schema = CrdSchema::of::<PuppetNodePool>();
+    let errors = schema.create_errors(raw);
+    assert!(errors.is_empty(), "{POOL_EXAMPLE}: {errors:#?}");
+    let pool: PuppetNodePool = serde_json::from_value(raw.clone())
+        .unwrap_or_else(|e| panic!("{POOL_EXAMPLE}: does not parse: {e}"));
+    let errors = schema.create_errors(&serde_json::to_value(&pool).unwrap());
+    assert!(errors.is_empty(), "{POOL_EXAMPLE} after serde: {errors:#?}");
+    pool.validate_cel().unwrap();
+
+    // What the README says of it.
+    let spec = &pool.spec;
+    assert_eq!(spec.replicas, 3);
+    assert!(!spec.template.spec.classes.is_empty(), "no classes");
+    assert_eq!(spec.template.spec.certname, None);
+    let rolling = spec
+        .strategy
+        .rolling_update
+        .as_ref()
+        .expect("rollingUpdate");
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(spec.min_ready_seconds, 30);
+
+    let masters: BTreeSet<String> = parse_examples()
+        .masters
+        .iter()
+        .filter_map(|(_, m)| m.metadata.name.clone())
+        .collect();
+    let master = &spec.template.spec.master_ref.name;
+    assert!(
+        masters.contains(master),
+        "{POOL_EXAMPLE}: masterRef {master:?} is not an example master ({masters:?})"
+    );
+}
+
+#[test]
+fn readme_shows_the_pool_example_as_it_is() {
+    // The README's pool example is the file from its apiVersion line on, verbatim.
+    let text = std::fs::read_to_string(repo_root().join(POOL_EXAMPLE)).unwrap();
+    let start = text
+        .find("apiVersion:")
+        .unwrap_or_else(|| panic!("{POOL_EXAMPLE}: no apiVersion"));
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```yaml\n{}```", &text[start..])),
+        "README.md must show {POOL_EXAMPLE} from `apiVersion:` on, verbatim, in a yaml block"
     );
 }

@@ -64,6 +64,12 @@ fn kind_of(plural: &str) -> (&'static str, &'static str) {
 
 /// RFC 7386 merge.
 fn merge(target: &mut Value, patch: &Value) {
+    // RFC 7386: an object patched onto anything else patches an empty object (so a null
+    // in it removes nothing rather than storing a null, e.g. unpausing an object that has
+    // no annotations).
+    if patch.is_object() && !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {

@@ -48,6 +48,32 @@ impl SweepTally {
     }
 }
 
+/// Trials with a pause move, the pause moves, and the reconciles that started paused (nodes,
+/// master): a pause invariant no paused pass ever reaches would be vacuous.
+#[derive(Default)]
+struct PauseTally {
+    trials: usize,
+    pauses: usize,
+    node_passes: usize,
+    master_passes: usize,
+}
+
+impl PauseTally {
+    fn add(&mut self, outcome: &trial::Outcome) {
+        self.trials += usize::from(outcome.pauses > 0);
+        self.pauses += outcome.pauses;
+        self.node_passes += outcome.paused_passes.0;
+        self.master_passes += outcome.paused_passes.1;
+    }
+
+    fn merge(&mut self, other: &PauseTally) {
+        self.trials += other.trials;
+        self.pauses += other.pauses;
+        self.node_passes += other.node_passes;
+        self.master_passes += other.master_passes;
+    }
+}
+
 /// Seeds that still fail, each with why: the run fails when any other seed fails, and
 /// when one of these passes (then it comes off the list). See docs/reliability.md.
 const KNOWN: &[(u64, &str)] = &[];
@@ -138,33 +164,38 @@ fn lifecycle_simulation() {
                     let mut failures = Vec::new();
                     let mut steps = 0usize;
                     let mut tally = SweepTally::default();
+                    let mut paused = PauseTally::default();
                     let mut seed = base + t;
                     while seed < base + trials {
                         let outcome = run_seed(seed);
                         steps += outcome.steps;
                         tally.add(&outcome);
+                        paused.add(&outcome);
                         if !outcome.violations.is_empty() {
                             failures.push((seed, outcome));
                         }
                         seed += threads;
                     }
-                    (failures, steps, tally)
+                    (failures, steps, tally, paused)
                 })
             })
             .collect();
         let mut all = Vec::new();
         let mut steps = 0;
         let mut tally = SweepTally::default();
+        let mut paused = PauseTally::default();
         for h in handles {
-            let (f, s, t) = h.join().unwrap();
+            let (f, s, t, p) = h.join().unwrap();
             steps += s;
             tally.merge(&t);
+            paused.merge(&p);
             all.extend(f);
         }
         for &seed in &extra {
             let outcome = run_seed(seed);
             steps += outcome.steps;
             tally.add(&outcome);
+            paused.add(&outcome);
             if !outcome.violations.is_empty() {
                 all.push((seed, outcome));
             }
@@ -180,6 +211,10 @@ fn lifecycle_simulation() {
         eprintln!(
             "orphan sweep: {} trials with orphans.action Cleanup, the sweep removed something in {} ({} TerminateInstances, {} CA cleans or CSR removals, {} bucket deletions)",
             tally.trials, tally.acted, r.instances, r.certificates, r.objects
+        );
+        eprintln!(
+            "pause: {} trials paused a node or the master ({} pause moves); {} node passes and {} master passes started paused",
+            paused.trials, paused.pauses, paused.node_passes, paused.master_passes
         );
         all
     });

@@ -68,6 +68,29 @@ pub struct Outcome {
     pub cleanup: bool,
     /// What the master's orphan sweep removed.
     pub swept: Swept,
+    /// Pause moves made (nodes and master paused).
+    pub pauses: usize,
+    /// Reconciles that started while their object was paused (and not being deleted):
+    /// nodes, and the master.
+    pub paused_passes: (usize, usize),
+}
+
+/// The annotation that pauses a node or a master.
+const PAUSED: &str = "puppet-conductor.dev/paused";
+
+/// The calls that change something in EC2, the bucket or the CA.
+fn mutates(call: &Call) -> bool {
+    matches!(
+        (call.system, call.operation),
+        (System::Ec2, "RunInstances" | "TerminateInstances")
+            | (System::Ca, "sign" | "clean" | "remove_request")
+            | (System::S3, "PutObject" | "DeleteObject")
+    )
+}
+
+/// Whether an object (as the API holds it) carries the paused annotation.
+fn is_paused(obj: &Value) -> bool {
+    obj["metadata"]["annotations"][PAUSED].as_str() == Some("true")
 }
 
 /// Removals the master's passes made (calls that landed), by system.
@@ -121,7 +144,8 @@ pub struct Trial {
     secrets: BTreeMap<String, u64>,
     /// The resourceVersion of each Secret the Secret store was last given.
     secret_revisions: BTreeMap<String, String>,
-    master_generation: Option<i64>,
+    /// The master's trigger of its nodes (`runner::triggers::master_nodes_trigger`).
+    master_nodes: Option<u64>,
     agents: BTreeMap<String, AgentState>,
     submitters: BTreeMap<String, Submitter>,
     /// Challenge and instance id of every genuine CSR an attacker could read while it waited.
@@ -167,6 +191,11 @@ pub struct Trial {
     status_said_signed: BTreeSet<String>,
     /// Certname → step it was signed.
     signed_at: BTreeMap<String, usize>,
+    /// Reconciles that started while their object was paused and not being deleted: task →
+    /// who paused it (as the API showed when the pass started).
+    paused_tasks: BTreeMap<tokio::task::Id, String>,
+    pauses: usize,
+    paused_passes: (usize, usize),
 }
 
 fn secrets() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
@@ -264,7 +293,7 @@ impl Trial {
             revisions: BTreeMap::new(),
             secrets: BTreeMap::new(),
             secret_revisions: BTreeMap::new(),
-            master_generation: None,
+            master_nodes: None,
             agents: BTreeMap::new(),
             submitters: BTreeMap::new(),
             readable: BTreeMap::new(),
@@ -291,6 +320,9 @@ impl Trial {
             self_wakes: BTreeMap::new(),
             last_sweep: Instant::now(),
             signed_at: BTreeMap::new(),
+            paused_tasks: BTreeMap::new(),
+            pauses: 0,
+            paused_passes: (0, 0),
         };
         t.create_node();
         if cleanup {
@@ -390,6 +422,23 @@ impl Trial {
             self.set_credentials(true);
         }
         self.note("faults stop".into());
+        // Every pause is lifted with the faults.
+        for obj in self.live_nodes() {
+            if is_paused(&obj) {
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.set_paused(Kind::Node, &name, false);
+            }
+        }
+        if self
+            .api
+            .get("puppetmasters", NS, MASTER)
+            .is_some_and(|m| is_paused(&m))
+        {
+            self.set_paused(Kind::Master, MASTER, false);
+        }
         // A user puts back Secrets a prune removed (impossible in a terminating namespace).
         for (name, data) in secrets() {
             if self.api.get("secrets", NS, name).is_none() && !self.namespace_deleted {
@@ -422,6 +471,8 @@ impl Trial {
             trace: self.trace,
             cleanup: self.cleanup,
             swept: self.swept,
+            pauses: self.pauses,
+            paused_passes: self.paused_passes,
         }
     }
 
@@ -528,13 +579,19 @@ impl Trial {
                         self.master_finalized = obj["metadata"]["finalizers"]
                             .as_array()
                             .is_some_and(|f| f.iter().any(|f| f == "puppet-conductor.dev/nodes"));
-                        let g = obj["metadata"]["generation"].as_i64();
-                        if self.master_generation.is_some() && self.master_generation != g {
+                        // The runner's master-to-nodes predicate: a new generation, or a
+                        // pause or unpause, reconciles every node of the master.
+                        let g = serde_json::from_value::<puppet_conductor::api::PuppetMaster>(
+                            obj.clone(),
+                        )
+                        .ok()
+                        .and_then(|m| puppet_conductor::runner::triggers::master_nodes_trigger(&m));
+                        if self.master_nodes.is_some() && self.master_nodes != g {
                             for (n, _) in self.api.revisions("puppetnodes", NS) {
                                 self.op.schedule((Kind::Node, n), now);
                             }
                         }
-                        self.master_generation = g;
+                        self.master_nodes = g;
                     }
                 }
             }
@@ -1142,6 +1199,7 @@ impl Trial {
                 }
                 if !delivery && !matches!(fate, Fate::Fail(_)) {
                     self.check_removal(&call, task);
+                    self.check_paused(&call, task);
                 }
                 self.note_uncertain_sign(&call, fate, delivery);
                 let what = if delivery { "late answer of" } else { "answer" };
@@ -1166,7 +1224,16 @@ impl Trial {
                     return;
                 }
                 self.note(format!("start {key:?}"));
+                let paused = self.paused_by(&key);
                 if let Some(id) = self.op.spawn(&self.api, key.clone()) {
+                    if let Some(by) = paused {
+                        self.note(format!("  (paused: {by})"));
+                        match key.0 {
+                            Kind::Node => self.paused_passes.0 += 1,
+                            _ => self.paused_passes.1 += 1,
+                        }
+                        self.paused_tasks.insert(id, by);
+                    }
                     self.tasks.insert(id, (key, self.step));
                 }
             }
@@ -1292,7 +1359,7 @@ impl Trial {
                     .to_string()
             })
             .collect();
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..106) {
             0..=19 => {
                 if names.len() < self.cfg.max_nodes {
                     self.create_node();
@@ -1458,11 +1525,96 @@ impl Trial {
                     &json!({"spec": {"signing": {"pollInterval": interval}}}),
                 );
             }
+            // Pauses, rare enough that most trials run unpaused; all lifted at step 80.
+            100..=101 => {
+                if let Some(name) = pick(&mut self.rng, &names) {
+                    self.set_paused(Kind::Node, &name, true);
+                }
+            }
+            102 => {
+                let paused: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| is_paused(n))
+                    .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                    .collect();
+                if let Some(name) = pick(&mut self.rng, &paused) {
+                    self.set_paused(Kind::Node, &name, false);
+                }
+            }
+            103..=104 => self.set_paused(Kind::Master, MASTER, true),
+            105 => self.set_paused(Kind::Master, MASTER, false),
             _ => {
                 if names.len() < self.cfg.max_nodes {
                     self.create_node();
                 }
             }
+        }
+    }
+
+    /// A user sets (or removes) the paused annotation of a node or the master.
+    fn set_paused(&mut self, kind: Kind, name: &str, paused: bool) {
+        let value = if paused { json!("true") } else { Value::Null };
+        let what = match kind {
+            Kind::Node => format!("node {name}"),
+            _ => "the master".to_string(),
+        };
+        let verb = if paused { "pauses" } else { "unpauses" };
+        if self.api.edit(
+            kind.plural(),
+            NS,
+            name,
+            &json!({"metadata": {"annotations": {PAUSED: value}}}),
+        ) {
+            self.note(format!("user {verb} {what}"));
+            if paused {
+                self.pauses += 1;
+            }
+        }
+    }
+
+    /// Who pauses the object of a reconcile about to start, as the API shows it now (the
+    /// watch step of this step gave the operator's stores the same): `None` when nothing
+    /// does, or when it is being deleted (a deletion is never paused).
+    fn paused_by(&self, key: &ObjKey) -> Option<String> {
+        let obj = self.api.get(key.0.plural(), NS, &key.1)?;
+        if !obj["metadata"]["deletionTimestamp"].is_null() {
+            return None;
+        }
+        match key.0 {
+            Kind::Node if is_paused(&obj) => Some(format!("node {}", key.1)),
+            Kind::Node => {
+                let master = obj["spec"]["masterRef"]["name"].as_str()?;
+                self.api
+                    .get("puppetmasters", NS, master)
+                    .filter(is_paused)
+                    .map(|_| format!("its master {master}"))
+            }
+            Kind::Master if is_paused(&obj) => Some("the master".to_string()),
+            _ => None,
+        }
+    }
+
+    /// A call that lands from a reconcile that started paused: a paused node's pass
+    /// launches, terminates, signs, writes and deletes nothing, and a paused master's pass
+    /// removes nothing. (Calls of passes that started before the pause may still land.)
+    fn check_paused(&mut self, call: &Call, task: Option<tokio::task::Id>) {
+        let Some(id) = task else { return };
+        let Some(by) = self.paused_tasks.get(&id).cloned() else {
+            return;
+        };
+        let Some((key, started)) = self.tasks.get(&id).cloned() else {
+            return;
+        };
+        let forbidden = match key.0 {
+            Kind::Node => mutates(call),
+            Kind::Master => self.removal_targets(call).is_some(),
+            Kind::Watch => false,
+        };
+        if forbidden {
+            self.violation(format!(
+                "the pass of {:?} {} (step {started}, paused by {by}) made {:?} {} {}",
+                key.0, key.1, call.system, call.operation, call.target
+            ));
         }
     }
 
@@ -1517,6 +1669,7 @@ impl Trial {
                 if !delivery {
                     self.note_sign_call(&call, task);
                     self.check_removal(&call, task);
+                    self.check_paused(&call, task);
                 }
                 self.note_uncertain_sign(&call, Fate::Lost, delivery);
                 self.note(format!(
@@ -1552,6 +1705,7 @@ impl Trial {
         self.revisions.clear();
         self.secret_revisions.clear();
         self.tasks.clear();
+        self.paused_tasks.clear();
     }
 
     async fn hostile_csr(&mut self) {

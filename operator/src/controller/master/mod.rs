@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use self::deletion::finish_deletion;
 use self::orphans::sweep_orphans;
 use self::probe::probe_ca;
-use self::status::{publish_flips, warn_unknown_csrs, write_status};
+use self::status::{publish_flips, report_pause, warn_unknown_csrs, write_status};
 use self::validate::{reason_of, validate};
 use crate::api::master::{PuppetMaster, PuppetMasterStatus};
 use crate::api::node::{Phase, PuppetNode};
@@ -32,6 +32,12 @@ use crate::controller::{Context, MASTER_FINALIZER};
 use crate::identity;
 use crate::status::master::{invalid_spec_conditions, master_conditions, Probe, Probes};
 use crate::sync::lock;
+use puppet_conductor_core::pause::{master_pause, set_paused_condition};
+
+/// What the `Paused` condition of a master says is stopped.
+const MASTER_PAUSE_EFFECT: &str = "its orphan sweep removes nothing, and none of its nodes is \
+    launched, replaced, signed, written or removed, until the annotation is removed (probes, \
+    status and deletion go on)";
 
 /// The live PuppetNodes in the operator's scope, as owners of certnames.
 #[derive(Clone, Debug, Default)]
@@ -65,15 +71,28 @@ pub async fn reconcile(
     let now = Utc::now();
     let old = master.status.clone().unwrap_or_default();
     let generation = master.meta().generation;
+    // Paused: the sweep removes nothing; probes and status go on (its nodes read the same
+    // annotation and hold their own actions). The finalizer above and the Secrets' holds
+    // stay: they keep the nodes' cleanup possible, which a pause never blocks.
+    let pause = master_pause(&master.name_any(), master.meta().annotations.as_ref());
 
     if let Err(problem) = validate(&master) {
         // Its nodes' cleanup still reads the Secrets, whatever the spec's other faults.
         let held = hold(&ctx, &ns, &master).await;
+        let mut conditions = invalid_spec_conditions(&old.conditions, &problem, generation, now);
+        set_paused_condition(
+            &mut conditions,
+            pause.as_ref(),
+            MASTER_PAUSE_EFFECT,
+            generation,
+            now,
+        );
         let status = PuppetMasterStatus {
             observed_generation: generation,
-            conditions: invalid_spec_conditions(&old.conditions, &problem, generation, now),
+            conditions,
             ..old.clone()
         };
+        report_pause(&master, &ctx, &old, pause.as_ref()).await;
         publish_flips(&master, &ctx, &old, &status).await;
         write_status(&ctx, &master, &ns, &status).await?;
         held?;
@@ -102,9 +121,10 @@ pub async fn reconcile(
                 },
             };
             if probes.ca.is_ok() && probes.cloud.is_ok() && probes.records.is_ok() {
-                sweep_failed = sweep_orphans(&master, &ctx, &key, &services, &live)
-                    .await
-                    .is_err();
+                sweep_failed =
+                    sweep_orphans(&master, &ctx, &key, &services, &live, pause.is_some())
+                        .await
+                        .is_err();
             }
             (probes, ca.pending)
         }
@@ -117,15 +137,24 @@ pub async fn reconcile(
         warn_unknown_csrs(&master, &ctx, &key, pending, &live).await;
     }
 
+    let mut conditions = master_conditions(&old.conditions, &probes, generation, now);
+    set_paused_condition(
+        &mut conditions,
+        pause.as_ref(),
+        MASTER_PAUSE_EFFECT,
+        generation,
+        now,
+    );
     let status = PuppetMasterStatus {
         observed_generation: generation,
-        conditions: master_conditions(&old.conditions, &probes, generation, now),
+        conditions,
         ca_fingerprint: match &probes.ca {
             Probe::Ok(fp) => Some(fp.clone()),
             Probe::Failed { .. } => old.ca_fingerprint.clone(),
         },
         nodes: live.phases.clone(),
     };
+    report_pause(&master, &ctx, &old, pause.as_ref()).await;
     publish_flips(&master, &ctx, &old, &status).await;
     write_status(&ctx, &master, &ns, &status).await?;
     // Not holding a Secret is retried with backoff like any failure (e.g. RBAC without patch).

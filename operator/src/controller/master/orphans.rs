@@ -14,13 +14,15 @@ use crate::controller::Context;
 use crate::orphans::{find_orphans, Owners};
 
 /// Reports or cleans up what no live node owns (after `orphans.minAge`), and publishes
-/// pending-CSR ages. Uses the same shared snapshot as the node reconciles.
+/// pending-CSR ages. Uses the same shared snapshot as the node reconciles. `paused`: the
+/// ages are still observed, but nothing is reported or removed.
 pub(super) async fn sweep_orphans(
     master: &PuppetMaster,
     ctx: &Context,
     key: &str,
     services: &MasterServices,
     live: &LiveNodes,
+    paused: bool,
 ) -> Result<(), ReconcileError> {
     let snapshot = ctx
         .snapshots
@@ -42,6 +44,10 @@ pub(super) async fn sweep_orphans(
     }
     ctx.metrics
         .set_oldest_pending_csr_age(key, ages.iter().copied().fold(0.0, f64::max));
+    if paused {
+        // Removals wait for the unpause; the orphans found meanwhile are found again then.
+        return Ok(());
+    }
 
     let min_age = master.spec.orphans.min_age.into();
     let owners = |live: &LiveNodes| Owners {

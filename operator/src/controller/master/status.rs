@@ -13,6 +13,8 @@ use crate::ca::CertificateInfo;
 use crate::controller::error::ReconcileError;
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::status::master::flipped;
+use puppet_conductor_api::conditions as cond;
+use puppet_conductor_core::pause::{transition, PausedBy, Transition};
 
 /// A waiting CSR whose certname is no live node's is never signed; say so once on the
 /// master (the node-level refusals are the node reconciler's).
@@ -51,6 +53,7 @@ pub(super) async fn warn_unknown_csrs(
     }
 }
 
+/// Events for the probe conditions that flipped (`Paused` has its own, [`report_pause`]).
 pub(super) async fn publish_flips(
     master: &PuppetMaster,
     ctx: &Context,
@@ -58,6 +61,9 @@ pub(super) async fn publish_flips(
     new: &PuppetMasterStatus,
 ) {
     for c in flipped(&old.conditions, &new.conditions) {
+        if c.type_ == cond::PAUSED {
+            continue;
+        }
         let warning = c.status != "True";
         ctx.events
             .publish(
@@ -69,6 +75,35 @@ pub(super) async fn publish_flips(
             )
             .await;
     }
+}
+
+/// One event when the master becomes paused and one when it resumes (against the status
+/// before, so a pause that lasts publishes nothing more).
+pub(super) async fn report_pause(
+    master: &PuppetMaster,
+    ctx: &Context,
+    old: &PuppetMasterStatus,
+    pause: Option<&PausedBy>,
+) {
+    let (reason, note) = match (transition(&old.conditions, pause), pause) {
+        (Transition::Paused, Some(by)) => (
+            cond::PAUSED,
+            format!(
+                "paused: {}; the orphan sweep and every node of this master stop acting until it is removed",
+                by.carrier()
+            ),
+        ),
+        (Transition::Resumed, _) => (
+            "Resumed",
+            "the paused annotation is gone: the orphan sweep and this master's nodes act again"
+                .to_string(),
+        ),
+        _ => return,
+    };
+    tracing::info!(master = %master.name_any(), reason, "{note}");
+    ctx.events
+        .publish(&master.object_ref(&()), false, reason, "Pause", note)
+        .await;
 }
 
 pub(super) async fn write_status(

@@ -236,9 +236,13 @@ impl<'a> Acting<'a> {
         }
     }
 
-    /// Performs the plan's actions in order; stops at the first failure.
+    /// Performs the plan's actions in order; stops at the first failure. A held pass
+    /// (paused, not deleting) performs none: its plan is only reported.
     pub async fn run(&self, plan: &Plan) -> Result<Outcome, ReconcileError> {
         let mut outcome = Outcome::default();
+        if self.pass.held() {
+            return Ok(outcome);
+        }
         let obj = self.node.object_ref(&());
         for action in &plan.actions {
             match action {

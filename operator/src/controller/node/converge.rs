@@ -10,7 +10,7 @@ use super::desired::Pass;
 use super::observe::{
     certificate_at_ca, certname_conflict, observe, recorded_signature, vanish_confirmed,
 };
-use super::report::{report_adoption, report_conflict, report_lost_certificate};
+use super::report::{report_adoption, report_conflict, report_lost_certificate, report_pause};
 use super::sign::{confirm, police_waiting_csr, SigningOutcome};
 use super::status::{write_status, CertView};
 use crate::api::conditions as cond;
@@ -20,6 +20,7 @@ use crate::certificate::standing::{standing, Recorded, Standing};
 use crate::controller::error::ReconcileError;
 use crate::plan::plan;
 use crate::status::conditions::{is_true, reason_of};
+use puppet_conductor_core::pause::transition;
 
 pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> {
     let Pass {
@@ -32,6 +33,9 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         deleting,
         ..
     } = pass;
+    // Paused: everything below observes and reports as usual; no step writes (the finalizer
+    // was not added either, `mod.rs`). Deletion is never held.
+    let held = pass.held();
     let mut observed = observe(node, services, snapshot, id, deleting).await?;
     observed.master_deleting = master.meta().deletion_timestamp.is_some();
     observed.vanish_confirmed = vanish_confirmed(ctx, &observed, snapshot);
@@ -55,6 +59,7 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         id,
         first.incarnation,
         ca_holds_certificate,
+        !held,
     )
     .await?;
     let mut standing = standing(recorded.as_ref(), at_ca.as_ref().map(Option::as_ref))
@@ -71,7 +76,10 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         at_ca
     };
     observed.certname_conflict = conflict.is_some();
+    // A paused node takes no replacement slot: it would fence nothing with it, and the
+    // master's other nodes may need it.
     observed.fence_current = !deleting
+        && !held
         && standing.is_lost()
         && node.spec.replace_policy == ReplacePolicy::Replace
         && ctx.replacements.acquire(
@@ -80,7 +88,7 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
             ctx.settings.max_replacements_per_master,
         );
     let the_plan = plan(&observed);
-    if deleting || !standing.is_lost() {
+    if deleting || held || !standing.is_lost() {
         ctx.replacements.release(&id.master_key, &id.key);
     }
     if the_plan.incarnation != first.incarnation {
@@ -102,6 +110,13 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
             report_conflict(ctx, node, &certname, other).await;
         }
     }
+    report_pause(
+        ctx,
+        node,
+        transition(before_conditions, pass.pause),
+        pass.pause,
+    )
+    .await;
     let at_ca = at_ca
         .flatten()
         .filter(|_| the_plan.incarnation == first.incarnation);
@@ -115,23 +130,13 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         Ok(o) => o,
         Err(error) => {
             let cert = view(standing, recorded.as_ref());
-            let written = write_status(
-                ctx,
-                node,
-                id,
-                snapshot,
-                &the_plan,
-                None,
-                Some(&error),
-                &cert,
-            )
-            .await;
+            let written = write_status(&pass, &the_plan, None, Some(&error), &cert).await;
             return Err(ReconcileError::reported(error, written));
         }
     };
     if deleting && !the_plan.release {
         let cert = view(standing, recorded.as_ref());
-        write_status(ctx, node, id, snapshot, &the_plan, None, None, &cert).await?;
+        write_status(&pass, &the_plan, None, None, &cert).await?;
         return Err(ReconcileError::CleanupInProgress(
             "waiting for instances to shut down".into(),
         ));
@@ -157,6 +162,7 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
     let csr_waiting = at_ca
         .as_ref()
         .is_some_and(|c| c.state == CertState::Requested);
+    // A held pass neither signs nor removes (`police_waiting_csr` says Idle).
     if let (Phase::AwaitingCsr, true, Some(instance_id)) =
         (the_plan.phase, csr_waiting, the_plan.instance_id.as_deref())
     {
@@ -165,22 +171,15 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
             Ok(_) => {}
             Err(error) => {
                 let cert = view(standing, recorded.as_ref());
-                let written = write_status(
-                    ctx,
-                    node,
-                    id,
-                    snapshot,
-                    &the_plan,
-                    launched_id,
-                    Some(&error),
-                    &cert,
-                )
-                .await;
+                let written =
+                    write_status(&pass, &the_plan, launched_id, Some(&error), &cert).await;
                 return Err(ReconcileError::reported(error, written));
             }
         }
     }
-    if let (Standing::Unconfirmed, Some(claim)) = (standing, &claim) {
+    // Confirming writes the signature record: a held pass reports the signature as not
+    // confirmed yet, which is what it is.
+    if let (Standing::Unconfirmed, Some(claim), false) = (standing, &claim, held) {
         // Signed by autosign, or by a pass that stopped before recording it: confirm the CA
         // signed the claimed key and record the certificate's serial and fingerprint.
         match confirm(&acting, claim).await? {
@@ -195,10 +194,10 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
         != Some(standing.reason())
         || before.and_then(|s| s.phase) != Some(the_plan.phase);
     if standing.is_lost() && newly_lost {
-        report_lost_certificate(ctx, node, &certname, standing, &the_plan).await;
+        report_lost_certificate(ctx, node, &certname, standing, &the_plan, held).await;
     }
     let cert = view(standing, recorded.as_ref());
-    let phase = write_status(ctx, node, id, snapshot, &the_plan, launched_id, None, &cert).await?;
+    let phase = write_status(&pass, &the_plan, launched_id, None, &cert).await?;
     if let Some(instance) = &outcome.launched {
         ctx.events
             .publish(
@@ -223,6 +222,9 @@ pub(super) async fn converge(pass: Pass<'_>) -> Result<Requeue, ReconcileError> 
     Ok(match phase {
         // Nothing here changes until the other node goes: look again at the resync.
         _ if conflict.is_some() => Requeue::requeue(ctx.settings.resync),
+        // Nothing is done until the annotation goes, which wakes the node (its own through
+        // its watch, its master's through the master's trigger): observe at the resync.
+        _ if held => Requeue::requeue(ctx.settings.resync),
         Phase::Ready | Phase::Failed => Requeue::requeue(ctx.settings.resync),
         // Waiting for a CSR: the master's CA watch wakes this node when its entry changes.
         // Only what the watch cannot tell is looked at again at the signing interval: a CA

@@ -14,6 +14,7 @@ use crate::identity;
 use crate::records::{NodeRecord, RecordOwner, RecordState};
 use crate::spec::ValidNode;
 use crate::userdata::{self, UserDataError, UserDataInput};
+use puppet_conductor_core::pause::{holds_actions, PausedBy};
 
 /// Names and keys of one node, derived from its metadata.
 #[derive(Clone, Debug)]
@@ -66,6 +67,17 @@ pub struct Pass<'a> {
     pub settings: Option<&'a ValidNode>,
     /// The node is being deleted: this pass cleans up.
     pub deleting: bool,
+    /// The paused annotation in force (the node's own, or its master's), if any; it holds
+    /// the pass's actions unless the node is being deleted ([`Pass::held`]).
+    pub pause: Option<&'a PausedBy>,
+}
+
+impl Pass<'_> {
+    /// Whether this pass only observes: paused and not being deleted (cleanup is never
+    /// held). Every write of the pass asks this first.
+    pub fn held(&self) -> bool {
+        holds_actions(self.pause, self.deleting)
+    }
 }
 
 /// The record of an incarnation.

@@ -29,6 +29,7 @@ use crate::controller::finalizers::{
 };
 use crate::controller::signing_watch::poll_interval;
 use crate::controller::{Context, NODE_FINALIZER};
+use puppet_conductor_core::pause::{holds_actions, node_pause};
 
 /// One reconcile pass of a node (the `Controller`'s reconcile function).
 pub async fn reconcile(
@@ -86,6 +87,15 @@ async fn reconcile_inner(
         .get(&ctx.client, &ns, &node.spec.master_ref.name)
         .await?
         .ok_or_else(|| ReconcileError::MasterNotFound(id.master_key.clone()))?;
+    // The node's own paused annotation, or its master's. It holds every write of the pass
+    // below, the finalizer first, but never a deletion's cleanup (`Pass::held`).
+    let pause = node_pause(
+        &node.name_any(),
+        node.meta().annotations.as_ref(),
+        &master.name_any(),
+        master.meta().annotations.as_ref(),
+    );
+    let held = holds_actions(pause.as_ref(), deleting);
     let services = ctx.services.services(&master).await?;
     // The spec with its master's defaults, before anything is written. A node being
     // deleted is cleaned up whatever its spec has become.
@@ -107,7 +117,10 @@ async fn reconcile_inner(
         )
         .await?;
 
-    let node = if deleting || finalized {
+    // A paused node that was never finalized launched nothing: it has nothing to clean up,
+    // so it gets no finalizer (and holds neither the master nor its Secrets) until it
+    // resumes.
+    let node = if deleting || finalized || held {
         node
     } else {
         // Before this node can launch anything, the Secrets its cleanup needs are held:
@@ -143,6 +156,7 @@ async fn reconcile_inner(
         id,
         settings: settings.as_ref(),
         deleting: cleanup,
+        pause: pause.as_ref(),
     })
     .await;
     if !cleanup {

@@ -178,7 +178,10 @@ pub(super) async fn certname_conflict(
 /// condition says this incarnation was signed (or lost a signed certificate since): the
 /// bucket emptied and the certificate cleaned leave status the only witness (soak seed
 /// 1310876), while a new incarnation's first status may still carry the last one's
-/// certificate fields. Also returns the signature record when it was read.
+/// certificate fields. Also returns the signature record when it was read. `may_write`
+/// false (a paused pass): an unsigned claim the CA refused is read as cleared but not
+/// written back, and kept in memory for the first pass after the pause.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn recorded_signature(
     ctx: &Context,
     node: &PuppetNode,
@@ -187,6 +190,7 @@ pub(super) async fn recorded_signature(
     id: &NodeIdentity,
     incarnation: i64,
     ca_holds_certificate: bool,
+    may_write: bool,
 ) -> Result<(Option<Recorded>, Option<SignatureRecord>), ReconcileError> {
     let certname = id.certname(node, incarnation);
     let status = node
@@ -231,6 +235,11 @@ pub(super) async fn recorded_signature(
                 && s.public_key_sha256 == unsigned.public_key_sha256
         }) {
             // The CA said it did not sign: the record is cleared before it is read as spent.
+            if !may_write {
+                // Paused: what the CA said is what this pass reports; the clearing write
+                // waits for the first pass that may write.
+                return Ok((Some(Recorded::from(&unsigned)), Some(unsigned)));
+            }
             services.records.put_signature(&unsigned).await?;
             signature = Some(unsigned);
         }

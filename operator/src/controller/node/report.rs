@@ -14,6 +14,7 @@ use crate::controller::error::{chain, ReconcileError};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::plan::Plan;
 use crate::status::conditions::{is_true, set_condition};
+use puppet_conductor_core::pause::{PausedBy, Transition};
 
 /// An instance found by its tags, not launched now: a restarted operator or lost status.
 pub(super) async fn report_adoption(
@@ -57,12 +58,43 @@ pub(super) async fn report_conflict(ctx: &Context, node: &PuppetNode, certname: 
         .await;
 }
 
+/// One event when the node becomes paused (by its own annotation or its master's) and one
+/// when it resumes; a pause that lasts is in the `Paused` condition, not in a new event
+/// every pass.
+pub(super) async fn report_pause(
+    ctx: &Context,
+    node: &PuppetNode,
+    transition: Transition,
+    pause: Option<&PausedBy>,
+) {
+    let (reason, note) = match (transition, pause) {
+        (Transition::Paused, Some(by)) => (
+            cond::PAUSED,
+            format!(
+                "paused: {}; nothing is launched, terminated, signed, written or removed for this node until it is removed",
+                by.carrier()
+            ),
+        ),
+        (Transition::Resumed, _) => (
+            "Resumed",
+            "the paused annotation is gone (from the node and its master): actions resumed"
+                .to_string(),
+        ),
+        _ => return,
+    };
+    tracing::info!(node = %node.name_any(), reason, "{note}");
+    ctx.events
+        .publish(&node.object_ref(&()), false, reason, "Pause", note)
+        .await;
+}
+
 pub(super) async fn report_lost_certificate(
     ctx: &Context,
     node: &PuppetNode,
     certname: &str,
     standing: Standing,
     the_plan: &Plan,
+    held: bool,
 ) {
     let what = match standing {
         Standing::Vanished => "vanished from the CA",
@@ -71,7 +103,9 @@ pub(super) async fn report_lost_certificate(
         }
         _ => "was replaced or revoked at the CA",
     };
-    let next = if the_plan.phase == Phase::Replacing {
+    let next = if held {
+        "the node is paused: nothing is fenced or replaced until it resumes"
+    } else if the_plan.phase == Phase::Replacing {
         "the incarnation is fenced and replaced; its certificate is never signed again"
     } else if node.spec.replace_policy == ReplacePolicy::Replace {
         "waiting for a replacement slot of the master"

@@ -41,6 +41,10 @@ pub async fn police_waiting_csr(
         snapshot,
         ..
     } = acting.pass;
+    // Paused: neither signed nor removed; the CSR waits for the pause to end.
+    if acting.pass.held() {
+        return Ok(SigningOutcome::Idle);
+    }
     let certname = id.certname(node, incarnation);
     // The listing may be a few seconds old: read the CSR as it is now.
     let Some(pem) = services.ca.csr_pem(&certname).await? else {
@@ -155,7 +159,8 @@ fn sign_not_applied(error: &CaError) -> bool {
 /// Confirms that the CA signed the key `claim` names and records the certificate's serial
 /// and fingerprint in the signature record. A certificate for another key (the CSR was
 /// replaced between verification and signing) is revoked at once and `None` returned:
-/// the incarnation's signature is spent.
+/// the incarnation's signature is spent. Both are writes: a held pass (paused) does not
+/// call it.
 pub async fn confirm(
     acting: &Acting<'_>,
     claim: &SignatureRecord,

@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::desired::NodeIdentity;
+use super::desired::Pass;
 use super::report::record_milestones;
 use crate::api::conditions as cond;
 use crate::api::node::{CertificateStatus, Phase, PuppetNode, PuppetNodeStatus};
@@ -14,10 +14,10 @@ use crate::ca::{CertState, CertificateInfo};
 use crate::certificate::standing::{Recorded, Standing};
 use crate::cloud::{Instance, InstanceState};
 use crate::controller::error::{chain, ReconcileError};
-use crate::controller::snapshot::Snapshot;
-use crate::controller::{Context, FIELD_MANAGER};
+use crate::controller::FIELD_MANAGER;
 use crate::plan::Plan;
 use crate::status::conditions::{is_true, set_condition, time};
+use puppet_conductor_core::pause::{holds_actions, paused_phase, set_paused_condition, PausedBy};
 
 /// What status shows of the certificate.
 pub(super) struct CertView<'a> {
@@ -50,8 +50,22 @@ pub(super) struct StatusInput<'a> {
     pub(super) error: Option<&'a ReconcileError>,
     /// What status shows of the certificate.
     pub(super) cert: &'a CertView<'a>,
+    /// The paused annotation in force (the node's or its master's), if any.
+    pub(super) pause: Option<&'a PausedBy>,
+    /// The node is being deleted (a pause then holds nothing: cleanup goes on).
+    pub(super) deleting: bool,
     /// The time conditions that change are stamped with.
     pub(super) now: DateTime<Utc>,
+}
+
+/// What the `Paused` condition says is stopped for a node, while deleting or not.
+fn node_pause_effect(deleting: bool) -> &'static str {
+    if deleting {
+        "the node is being deleted, and its cleanup goes on regardless"
+    } else {
+        "nothing is launched, terminated, replaced, signed, written or removed for this node \
+         until the annotation is removed (observation goes on; deletion still cleans up)"
+    }
 }
 
 /// The status a pass implies, and the facts its milestones are measured by.
@@ -222,14 +236,28 @@ pub(super) fn derive(input: &StatusInput<'_>) -> Derived {
             phase = Phase::Failed;
         }
     }
-    let ready = phase == Phase::Ready;
-    let (ready_reason, ready_message) = match error {
-        Some(e) => (e.root().category(), chain(e)),
-        None if ready => (
+    // Paused: the phase is what was observed (a node that would launch is Pending), and
+    // Ready says the operator is not keeping the node as declared.
+    let held = holds_actions(input.pause, input.deleting);
+    if held {
+        phase = paused_phase(phase, instance_id.is_some());
+    }
+    set_paused_condition(
+        &mut status.conditions,
+        input.pause,
+        node_pause_effect(input.deleting),
+        generation,
+        now,
+    );
+    let ready = phase == Phase::Ready && !held;
+    let (ready_reason, ready_message) = match (error, input.pause) {
+        (Some(e), _) => (e.root().category(), chain(e)),
+        (None, Some(by)) if held => (cond::PAUSED, format!("paused: {}", by.carrier())),
+        (None, _) if ready => (
             "Ready",
             "instance running, certificate signed, agent classified".to_string(),
         ),
-        None => (phase.as_str(), format!("node is {}", phase.as_str())),
+        (None, _) => (phase.as_str(), format!("node is {}", phase.as_str())),
     };
     set_condition(
         &mut status.conditions,
@@ -263,17 +291,20 @@ pub(super) fn derive(input: &StatusInput<'_>) -> Derived {
 
 /// Writes the status the plan and snapshot imply (server-side apply, one field manager),
 /// only when it differs from what the node shows; an event when the phase changes.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_status(
-    ctx: &Context,
-    node: &PuppetNode,
-    id: &NodeIdentity,
-    snapshot: &Snapshot,
+    pass: &Pass<'_>,
     the_plan: &Plan,
     launched_id: Option<String>,
     error: Option<&ReconcileError>,
     cert_view: &CertView<'_>,
 ) -> Result<Phase, ReconcileError> {
+    let Pass {
+        ctx,
+        node,
+        id,
+        snapshot,
+        ..
+    } = *pass;
     let now = Utc::now();
     let certname = id.certname(node, the_plan.incarnation);
     let instance_id = the_plan.instance_id.clone().or(launched_id);
@@ -290,6 +321,8 @@ pub(super) async fn write_status(
         instance,
         error,
         cert: cert_view,
+        pause: pass.pause,
+        deleting: pass.deleting,
         now,
     });
     let before = node

@@ -44,6 +44,17 @@ fn derive_with(
     check_in: Option<DateTime<Utc>>,
     error: Option<&ReconcileError>,
 ) -> Derived {
+    derive_paused(before, standing, check_in, error, None, false)
+}
+
+fn derive_paused(
+    before: Option<&PuppetNodeStatus>,
+    standing: Standing,
+    check_in: Option<DateTime<Utc>>,
+    error: Option<&ReconcileError>,
+    pause: Option<&PausedBy>,
+    deleting: bool,
+) -> Derived {
     let plan = running_plan();
     let instance = instance();
     let cert = CertView {
@@ -63,6 +74,8 @@ fn derive_with(
         check_in,
         error,
         cert: &cert,
+        pause,
+        deleting,
         now: at(5),
     })
 }
@@ -149,4 +162,103 @@ fn deriving_twice_from_its_own_output_changes_nothing() {
     let first = derive_with(None, Standing::Signed, Some(at(4)), None).status;
     let again = derive_with(Some(&first), Standing::Signed, Some(at(4)), None).status;
     assert_eq!(first, again, "a pass with nothing new writes nothing");
+}
+
+#[test]
+fn a_paused_ready_node_keeps_its_phase_and_says_paused_and_not_ready() {
+    let by = PausedBy::Master("pm".into());
+    let d = derive_paused(None, Standing::Signed, Some(at(4)), None, Some(&by), false);
+    assert_eq!(d.phase, Phase::Ready, "the phase is what was observed");
+    let paused = condition(&d.status, cond::PAUSED);
+    assert_eq!(
+        (paused.status.as_str(), paused.reason.as_str()),
+        ("True", cond::PAUSED)
+    );
+    assert!(
+        paused.message.contains("PuppetMaster pm"),
+        "{}",
+        paused.message
+    );
+    let ready = condition(&d.status, cond::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", cond::PAUSED)
+    );
+    assert!(
+        ready.message.contains("PuppetMaster pm"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn unpausing_turns_paused_false_and_ready_true_again() {
+    let by = PausedBy::Node("web-1".into());
+    let paused = derive_paused(None, Standing::Signed, Some(at(4)), None, Some(&by), false).status;
+    let d = derive_with(Some(&paused), Standing::Signed, Some(at(4)), None);
+    let c = condition(&d.status, cond::PAUSED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", cond::RESUMED)
+    );
+    assert_eq!(condition(&d.status, cond::READY).status, "True");
+}
+
+#[test]
+fn a_never_paused_node_has_no_paused_condition() {
+    let d = derive_with(None, Standing::Signed, Some(at(4)), None);
+    assert!(d.status.conditions.iter().all(|c| c.type_ != cond::PAUSED));
+}
+
+#[test]
+fn a_paused_node_being_deleted_is_not_held_and_says_cleanup_goes_on() {
+    let by = PausedBy::Node("web-1".into());
+    let d = derive_paused(None, Standing::Signed, Some(at(4)), None, Some(&by), true);
+    let paused = condition(&d.status, cond::PAUSED);
+    assert_eq!(paused.status, "True");
+    assert!(
+        paused.message.contains("cleanup goes on"),
+        "{}",
+        paused.message
+    );
+    assert_ne!(condition(&d.status, cond::READY).reason, cond::PAUSED);
+}
+
+#[test]
+fn a_paused_node_whose_plan_would_launch_is_pending() {
+    let by = PausedBy::Node("web-1".into());
+    let plan = Plan {
+        incarnation: 1,
+        instance_id: None,
+        actions: vec![
+            crate::plan::Action::WriteRecord,
+            crate::plan::Action::Launch,
+        ],
+        phase: Phase::Launching,
+        instance_running: (false, reasons::LAUNCHING, "no instance launched yet".into()),
+        release: false,
+    };
+    let cert = CertView {
+        standing: Standing::NoRequest,
+        recorded: None,
+        at_ca: None,
+        conflict: None,
+    };
+    let d = derive(&StatusInput {
+        before: None,
+        generation: Some(1),
+        plan: &plan,
+        certname: "web-1".into(),
+        instance_id: None,
+        instance: None,
+        record_listed: false,
+        check_in: None,
+        error: None,
+        cert: &cert,
+        pause: Some(&by),
+        deleting: false,
+        now: at(5),
+    });
+    assert_eq!(d.phase, Phase::Pending);
+    assert_eq!(d.status.phase, Some(Phase::Pending));
 }
