@@ -55,6 +55,7 @@ fn kind_of(plural: &str) -> (&'static str, &'static str) {
     match plural {
         "puppetnodes" => ("puppet-conductor.dev/v1alpha1", "PuppetNode"),
         "puppetmasters" => ("puppet-conductor.dev/v1alpha1", "PuppetMaster"),
+        "puppetnodepools" => ("puppet-conductor.dev/v1alpha1", "PuppetNodePool"),
         "secrets" => ("v1", "Secret"),
         "events" => ("events.k8s.io/v1", "Event"),
         "customresourcedefinitions" => ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
@@ -418,6 +419,20 @@ impl MemoryApi {
                 let Ok(patch) = serde_json::from_slice::<Value>(body) else {
                     return status(StatusCode::BAD_REQUEST, "BadRequest", "body".into());
                 };
+                // A patch naming a UID is for that object only: a namesake made since
+                // refuses it, as the API server's update precondition does.
+                if let Some(uid) = patch["metadata"]["uid"].as_str() {
+                    if current["metadata"]["uid"].as_str() != Some(uid) {
+                        return status(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            format!(
+                                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                                current["metadata"]["uid"].as_str().unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
                 let mut next = current.clone();
                 if content_type.starts_with("application/json-patch+json") {
                     let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch) else {

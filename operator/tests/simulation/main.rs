@@ -14,6 +14,7 @@ mod agents;
 mod api;
 mod fixtures;
 mod gate;
+mod pools;
 mod scale;
 mod trial;
 mod world;
@@ -71,6 +72,65 @@ impl PauseTally {
         self.pauses += other.pauses;
         self.node_passes += other.node_passes;
         self.master_passes += other.master_passes;
+    }
+}
+
+/// Pool trials, the nodes their pools created, and their rolls after the faults: the
+/// fewest Ready nodes and the most live instances a roll had, each against its bound (a
+/// roll invariant no roll ever came near would be vacuous).
+#[derive(Default)]
+struct PoolTotals {
+    trials: usize,
+    created: usize,
+    rolls: usize,
+    /// Rolls whose Ready nodes came down to `replicas - maxUnavailable`.
+    at_floor: usize,
+    /// Rolls whose live instances reached `replicas + maxSurge`.
+    at_ceiling: usize,
+}
+
+impl PoolTotals {
+    fn add(&mut self, outcome: &trial::Outcome) {
+        let Some(pool) = outcome.pool else {
+            return;
+        };
+        self.trials += 1;
+        self.created += pool.created;
+        if pool.rolled {
+            self.rolls += 1;
+            self.at_floor += usize::from(pool.roll_min_ready == pool.roll_floor);
+            self.at_ceiling += usize::from(pool.roll_max_instances == pool.roll_ceiling);
+        }
+    }
+
+    fn merge(&mut self, other: &PoolTotals) {
+        self.trials += other.trials;
+        self.created += other.created;
+        self.rolls += other.rolls;
+        self.at_floor += other.at_floor;
+        self.at_ceiling += other.at_ceiling;
+    }
+}
+
+/// Every figure a run prints besides its failures.
+#[derive(Default)]
+struct Tallies {
+    sweep: SweepTally,
+    pause: PauseTally,
+    pools: PoolTotals,
+}
+
+impl Tallies {
+    fn add(&mut self, outcome: &trial::Outcome) {
+        self.sweep.add(outcome);
+        self.pause.add(outcome);
+        self.pools.add(outcome);
+    }
+
+    fn merge(&mut self, other: &Tallies) {
+        self.sweep.merge(&other.sweep);
+        self.pause.merge(&other.pause);
+        self.pools.merge(&other.pools);
     }
 }
 
@@ -163,39 +223,34 @@ fn lifecycle_simulation() {
                 scope.spawn(move || {
                     let mut failures = Vec::new();
                     let mut steps = 0usize;
-                    let mut tally = SweepTally::default();
-                    let mut paused = PauseTally::default();
+                    let mut tally = Tallies::default();
                     let mut seed = base + t;
                     while seed < base + trials {
                         let outcome = run_seed(seed);
                         steps += outcome.steps;
                         tally.add(&outcome);
-                        paused.add(&outcome);
                         if !outcome.violations.is_empty() {
                             failures.push((seed, outcome));
                         }
                         seed += threads;
                     }
-                    (failures, steps, tally, paused)
+                    (failures, steps, tally)
                 })
             })
             .collect();
         let mut all = Vec::new();
         let mut steps = 0;
-        let mut tally = SweepTally::default();
-        let mut paused = PauseTally::default();
+        let mut tally = Tallies::default();
         for h in handles {
-            let (f, s, t, p) = h.join().unwrap();
+            let (f, s, t) = h.join().unwrap();
             steps += s;
             tally.merge(&t);
-            paused.merge(&p);
             all.extend(f);
         }
         for &seed in &extra {
             let outcome = run_seed(seed);
             steps += outcome.steps;
             tally.add(&outcome);
-            paused.add(&outcome);
             if !outcome.violations.is_empty() {
                 all.push((seed, outcome));
             }
@@ -207,14 +262,19 @@ fn lifecycle_simulation() {
             started.elapsed().as_secs_f64(),
             all.len()
         );
-        let r = &tally.removed;
+        let (sweep, paused, pools) = (&tally.sweep, &tally.pause, &tally.pools);
+        let r = &sweep.removed;
         eprintln!(
             "orphan sweep: {} trials with orphans.action Cleanup, the sweep removed something in {} ({} TerminateInstances, {} CA cleans or CSR removals, {} bucket deletions)",
-            tally.trials, tally.acted, r.instances, r.certificates, r.objects
+            sweep.trials, sweep.acted, r.instances, r.certificates, r.objects
         );
         eprintln!(
             "pause: {} trials paused a node or the master ({} pause moves); {} node passes and {} master passes started paused",
             paused.trials, paused.pauses, paused.node_passes, paused.master_passes
+        );
+        eprintln!(
+            "pools: {} trials with a pool, which created {} nodes; {} rolls after the faults, {} of them down to replicas - maxUnavailable Ready nodes, {} up to replicas + maxSurge live instances",
+            pools.trials, pools.created, pools.rolls, pools.at_floor, pools.at_ceiling
         );
         all
     });

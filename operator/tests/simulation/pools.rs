@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use puppet_conductor::api::pool::{POOL_LABEL, TEMPLATE_HASH_LABEL};
+use puppet_conductor::api::pool::TEMPLATE_HASH_LABEL;
 use puppet_conductor::cloud::{tags, Instance, InstanceState};
 use puppet_conductor::pool::launch_hash;
 use serde_json::{json, Value};
@@ -22,7 +22,13 @@ pub const IMAGES: [&str; 3] = [
 ];
 
 /// A pool of `replicas` nodes of `image` and `classes`, within `surge` and `unavailable`.
-pub fn pool_object(replicas: i64, surge: i64, unavailable: i64, image: &str, classes: &[&str]) -> Value {
+pub fn pool_object(
+    replicas: i64,
+    surge: i64,
+    unavailable: i64,
+    image: &str,
+    classes: &[&str],
+) -> Value {
     json!({
         "metadata": {"name": POOL},
         "spec": {
@@ -105,7 +111,10 @@ pub fn collect_garbage(api: &MemoryApi) -> Vec<String> {
         if pools.contains(&owner) || !n["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
-        let name = n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = n["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if api.delete("puppetnodes", NS, &name) {
             deleted.push(name);
         }
@@ -143,9 +152,4 @@ pub fn uids(nodes: &[Value]) -> BTreeSet<String> {
         .iter()
         .filter_map(|n| n["metadata"]["uid"].as_str().map(String::from))
         .collect()
-}
-
-/// Whether a node carries the pool's label (as the pool makes them).
-pub fn labelled(node: &Value) -> bool {
-    node["metadata"]["labels"][POOL_LABEL] == POOL
 }

@@ -13,6 +13,7 @@ use puppet_conductor::cloud::{tags, Cloud, InstanceSettings, InstanceState, Laun
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::fakes::{Call, Fate, FaultKind, System};
 use puppet_conductor::identity;
+use puppet_conductor::runner::pool_triggers::{pool_owned, pool_view_of};
 use puppet_conductor::runner::slim::slim_cached;
 use puppet_conductor::runner::wiring::GuardedNode;
 use rand::rngs::StdRng;
@@ -73,6 +74,31 @@ pub struct Outcome {
     /// Reconciles that started while their object was paused (and not being deleted):
     /// nodes, and the master.
     pub paused_passes: (usize, usize),
+    /// What the trial's pool did, when it had one.
+    pub pool: Option<PoolTally>,
+}
+
+/// A pool trial's figures: nodes the pool created, and its roll after the faults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolTally {
+    pub created: usize,
+    /// A roll after the faults stopped completed.
+    pub rolled: bool,
+    /// The fewest Ready nodes and the most live instances seen during that roll, and
+    /// its bounds (`replicas - maxUnavailable`, `replicas + maxSurge`).
+    pub roll_min_ready: usize,
+    pub roll_max_instances: usize,
+    pub roll_floor: usize,
+    pub roll_ceiling: usize,
+}
+
+/// A roll under way after the faults stopped: its bounds and what it has seen.
+#[derive(Clone, Copy, Debug)]
+struct Roll {
+    floor: usize,
+    ceiling: usize,
+    min_ready: usize,
+    max_instances: usize,
 }
 
 /// The annotation that pauses a node or a master.
@@ -196,6 +222,17 @@ pub struct Trial {
     paused_tasks: BTreeMap<tokio::task::Id, String>,
     pauses: usize,
     paused_passes: (usize, usize),
+    /// The trial has a pool (`pools::POOL`): its maxSurge and maxUnavailable.
+    pool: Option<(i64, i64)>,
+    pool_tally: PoolTally,
+    /// The pool's view of each of its nodes (`pool_view_of`), by name: a change wakes it.
+    pool_views: BTreeMap<String, u64>,
+    /// The UID each node name has now (a pool reuses names).
+    current_uid: BTreeMap<String, String>,
+    /// Of the pool pass that started last: its spec's `replicas + maxSurge`, and whether
+    /// it started paused.
+    pool_pass: Option<(usize, bool)>,
+    roll: Option<Roll>,
 }
 
 fn secrets() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
@@ -228,6 +265,9 @@ fn trigger(kind: Kind, obj: &Value) -> u64 {
         Kind::Node => serde_json::from_value::<PuppetNode>(obj.clone())
             .ok()
             .and_then(|n| puppet_conductor::runner::triggers::node_trigger(&n)),
+        Kind::Pool => serde_json::from_value::<puppet_conductor::api::PuppetNodePool>(obj.clone())
+            .ok()
+            .and_then(|p| puppet_conductor::runner::pool_triggers::pool_trigger(&p)),
         Kind::Master | Kind::Watch => {
             serde_json::from_value::<puppet_conductor::api::PuppetMaster>(obj.clone())
                 .ok()
@@ -323,8 +363,38 @@ impl Trial {
             paused_tasks: BTreeMap::new(),
             pauses: 0,
             paused_passes: (0, 0),
+            pool: None,
+            pool_tally: PoolTally::default(),
+            pool_views: BTreeMap::new(),
+            current_uid: BTreeMap::new(),
+            pool_pass: None,
+            roll: None,
         };
         t.create_node();
+        // A fifth of the trials have a pool of one to three nodes (they cost three times as
+        // much as the others).
+        if t.rng.random_bool(0.2) {
+            let (surge, unavailable) = [(1, 0), (0, 1), (1, 1), (2, 0)][t.rng.random_range(0..4)];
+            let replicas = t.rng.random_range(1..=3);
+            t.note(format!(
+                "user creates pool {} ({replicas} nodes, maxSurge {surge}, maxUnavailable {unavailable})",
+                crate::pools::POOL
+            ));
+            t.api
+                .create(
+                    "puppetnodepools",
+                    NS,
+                    crate::pools::pool_object(
+                        replicas,
+                        surge,
+                        unavailable,
+                        crate::pools::IMAGES[0],
+                        &["role::web"],
+                    ),
+                )
+                .expect("the trial's pool");
+            t.pool = Some((surge, unavailable));
+        }
         if cleanup {
             t.note(format!(
                 "the master cleans up orphans (minAge {}s)",
@@ -439,6 +509,13 @@ impl Trial {
         {
             self.set_paused(Kind::Master, MASTER, false);
         }
+        if self
+            .api
+            .get("puppetnodepools", NS, crate::pools::POOL)
+            .is_some_and(|p| is_paused(&p))
+        {
+            self.set_paused(Kind::Pool, crate::pools::POOL, false);
+        }
         // A user puts back Secrets a prune removed (impossible in a terminating namespace).
         for (name, data) in secrets() {
             if self.api.get("secrets", NS, name).is_none() && !self.namespace_deleted {
@@ -447,15 +524,31 @@ impl Trial {
             }
         }
         let mut converged = false;
-        for _ in 0..self.cfg.quiet_steps {
+        let mut budget = self.cfg.quiet_steps;
+        let mut taken = 0;
+        // At least the quiet steps, and at least two visibility graces of the clock: a
+        // restarted operator waits a grace before it reads a launch EC2 lost as gone.
+        let quiet_since = Instant::now();
+        let at_least = 2 * puppet_conductor::controller::snapshot::LAUNCH_VISIBILITY_GRACE
+            + Duration::from_secs(120);
+        while taken < budget
+            || (quiet_since.elapsed() < at_least && taken < 4 * self.cfg.quiet_steps)
+        {
             if !self.violations.is_empty() {
                 break;
             }
             if self.converged() {
-                converged = true;
-                break;
+                // A pool trial then rolls its pool, with as many quiet steps again.
+                if self.start_roll() {
+                    budget = taken + self.cfg.quiet_steps;
+                } else {
+                    self.finish_roll();
+                    converged = true;
+                    break;
+                }
             }
             self.step_once().await;
+            taken += 1;
         }
         if self.violations.is_empty() && !converged {
             let state = self.describe_state();
@@ -472,6 +565,7 @@ impl Trial {
             cleanup: self.cleanup,
             swept: self.swept,
             pauses: self.pauses,
+            pool: self.pool.map(|_| self.pool_tally),
             paused_passes: self.paused_passes,
         }
     }
@@ -505,6 +599,152 @@ impl Trial {
         self.watch();
         self.check_instances();
         self.check_signatures();
+        self.check_roll();
+    }
+
+    /// A node as the watch step sees it: its UID for its name (a namesake made after a
+    /// deletion is a new node, and the old one's cleanup is checked), and, for a pool's
+    /// node, what wakes the pool and what bounds its creation.
+    fn node_seen(&mut self, name: &str, uid: &str, obj: &Value) {
+        if let Some(old) = self.current_uid.insert(name.to_string(), uid.to_string()) {
+            if old != uid {
+                self.note(format!("node {name} is a new node now (UID {uid})"));
+                self.check_cleanup(&old);
+            }
+        }
+        let new = !self.names.contains_key(uid);
+        self.names
+            .entry(uid.to_string())
+            .or_insert_with(|| name.to_string());
+        if crate::pools::controller_uid(obj).is_none() {
+            return;
+        }
+        let Ok(node) = serde_json::from_value::<PuppetNode>(obj.clone()) else {
+            return;
+        };
+        if !pool_owned(&node) {
+            return;
+        }
+        let view = pool_view_of(&node);
+        if self.pool_views.insert(name.to_string(), view) != Some(view) {
+            self.op
+                .schedule((Kind::Pool, crate::pools::POOL.to_string()), Instant::now());
+        }
+        if !new {
+            return;
+        }
+        self.pool_tally.created += 1;
+        self.note(format!("the pool's node {name} appears (UID {uid})"));
+        let count = crate::pools::pool_spec(&self.api).map_or(0, |spec| {
+            crate::pools::pool_nodes(&self.api, &spec.uid).len()
+        });
+        match self.pool_pass {
+            Some((_, true)) => self.violation(format!(
+                "the pool created node {name} in a pass that started paused"
+            )),
+            Some((cap, false)) if count > cap => self.violation(format!(
+                "the pool created node {name} and has {count} nodes (deleting ones too), more than replicas + maxSurge = {cap} of the spec its pass read"
+            )),
+            _ => {}
+        }
+    }
+
+    /// During the roll after the faults stopped: never fewer Ready nodes than
+    /// `replicas - maxUnavailable`, never more live instances than `replicas + maxSurge`.
+    fn check_roll(&mut self) {
+        let Some(mut roll) = self.roll else {
+            return;
+        };
+        let Some(spec) = crate::pools::pool_spec(&self.api) else {
+            return;
+        };
+        let nodes = crate::pools::pool_nodes(&self.api, &spec.uid);
+        let ready = crate::pools::ready_count(&nodes);
+        let live = crate::pools::live_instances(&self.fx.instances(), &crate::pools::uids(&nodes));
+        roll.min_ready = roll.min_ready.min(ready);
+        roll.max_instances = roll.max_instances.max(live);
+        self.roll = Some(roll);
+        if ready < roll.floor {
+            self.violation(format!(
+                "during the roll {ready} of the pool's nodes were Ready, fewer than replicas - maxUnavailable = {}",
+                roll.floor
+            ));
+        }
+        if live > roll.ceiling {
+            self.violation(format!(
+                "during the roll the pool's nodes had {live} live instances, more than replicas + maxSurge = {}",
+                roll.ceiling
+            ));
+        }
+    }
+
+    /// Once everything converged after the faults, a pool whose nodes are all Ready is
+    /// rolled (a new image): whether a roll started.
+    fn start_roll(&mut self) -> bool {
+        if self.pool.is_none() || self.roll.is_some() || self.pool_tally.rolled {
+            return false;
+        }
+        let Some(spec) = crate::pools::pool_spec(&self.api) else {
+            return false;
+        };
+        let master_ok = self
+            .api
+            .get("puppetmasters", NS, MASTER)
+            .is_some_and(|m| m["metadata"]["deletionTimestamp"].is_null());
+        if spec.deleting
+            || spec.paused
+            || spec.replicas == 0
+            || !master_ok
+            || self.namespace_deleted
+        {
+            return false;
+        }
+        let nodes = crate::pools::pool_nodes(&self.api, &spec.uid);
+        if nodes.len() != spec.replicas || crate::pools::ready_count(&nodes) != spec.replicas {
+            return false;
+        }
+        let image = self
+            .api
+            .get("puppetnodepools", NS, crate::pools::POOL)
+            .and_then(|p| {
+                p["spec"]["template"]["spec"]["instance"]["imageId"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        let next = crate::pools::IMAGES
+            .iter()
+            .find(|i| **i != image)
+            .copied()
+            .unwrap_or(crate::pools::IMAGES[0]);
+        self.note(format!(
+            "user changes the pool's image to {next}: a roll of {} nodes (maxSurge {}, maxUnavailable {})",
+            spec.replicas, spec.surge, spec.unavailable
+        ));
+        self.api.edit(
+            "puppetnodepools",
+            NS,
+            crate::pools::POOL,
+            &json!({"spec": {"template": {"spec": {"instance": {"imageId": next}}}}}),
+        );
+        self.roll = Some(Roll {
+            floor: spec.replicas.saturating_sub(spec.unavailable),
+            ceiling: spec.replicas + spec.surge,
+            min_ready: spec.replicas,
+            max_instances: 0,
+        });
+        true
+    }
+
+    /// The pool trial's figures, with its roll's once the roll is done.
+    fn finish_roll(&mut self) {
+        if let Some(roll) = self.roll.take() {
+            self.pool_tally.rolled = true;
+            self.pool_tally.roll_min_ready = roll.min_ready;
+            self.pool_tally.roll_max_instances = roll.max_instances;
+            self.pool_tally.roll_floor = roll.floor;
+            self.pool_tally.roll_ceiling = roll.ceiling;
+        }
     }
 
     fn watch(&mut self) {
@@ -517,7 +757,15 @@ impl Trial {
         }
         let mut present = BTreeSet::new();
         let mut changed_nodes = Vec::new();
-        for kind in [Kind::Master, Kind::Node] {
+        // The API server's garbage collector: nodes of a pool that is gone are deleted.
+        if self.pool.is_some() {
+            for name in crate::pools::collect_garbage(&self.api) {
+                self.note(format!(
+                    "the garbage collector deletes node {name} (its pool is gone)"
+                ));
+            }
+        }
+        for kind in [Kind::Master, Kind::Node, Kind::Pool] {
             for (name, rv) in self.api.revisions(kind.plural(), NS) {
                 let key = (kind, name.clone());
                 present.insert(key.clone());
@@ -547,11 +795,13 @@ impl Trial {
                     }
                 }
                 match kind {
+                    Kind::Pool => {}
                     Kind::Node => {
                         let uid = obj["metadata"]["uid"]
                             .as_str()
                             .unwrap_or_default()
                             .to_string();
+                        self.node_seen(&name, &uid, &obj);
                         if !obj["metadata"]["deletionTimestamp"].is_null() {
                             self.deleting_since.entry(uid).or_insert(self.step);
                         }
@@ -674,12 +924,20 @@ impl Trial {
             self.revisions.remove(&key);
             self.op.queue.remove(&key);
             self.note(format!("{key:?} is gone from the API"));
+            if key.0 == Kind::Pool {
+                continue;
+            }
             if key.0 == Kind::Node {
-                let uid = self
-                    .names
-                    .iter()
-                    .find(|(_, n)| **n == key.1)
-                    .map(|(u, _)| u.clone());
+                if self.pool_views.remove(&key.1).is_some() {
+                    self.op
+                        .schedule((Kind::Pool, crate::pools::POOL.to_string()), now);
+                }
+                let uid = self.current_uid.remove(&key.1).or_else(|| {
+                    self.names
+                        .iter()
+                        .find(|(_, n)| **n == key.1)
+                        .map(|(u, _)| u.clone())
+                });
                 if let Some(uid) = uid {
                     self.check_cleanup(&uid);
                 }
@@ -1075,7 +1333,7 @@ impl Trial {
         if self.cleanup && !master_deleting && !master_gone && !self.orphans_left().is_empty() {
             return false;
         }
-        nodes.into_iter().all(|obj| {
+        let nodes_done = nodes.into_iter().all(|obj| {
             let certname = obj["status"]["certname"].as_str().unwrap_or_default();
             let phase = obj["status"]["phase"].as_str();
             obj["metadata"]["deletionTimestamp"].is_null()
@@ -1091,7 +1349,32 @@ impl Trial {
                     // recorded it: nothing remembers it, and its agent, holding it, sends no
                     // new CSR (a csrTimeout would replace the node).
                     || (phase == Some("AwaitingCSR") && self.evidence_destroyed(certname)))
-        })
+        });
+        if !nodes_done {
+            return false;
+        }
+        // The pool has its count, every node made from its current template, and its
+        // status says so for its current spec.
+        if let Some(spec) = crate::pools::pool_spec(&self.api) {
+            if !spec.deleting && !master_deleting && !master_gone {
+                let nodes = crate::pools::pool_nodes(&self.api, &spec.uid);
+                let pool = self.api.get("puppetnodepools", NS, crate::pools::POOL);
+                let status = pool.as_ref().map(|p| &p["status"]);
+                let reported = pool.as_ref().is_some_and(|p| {
+                    p["status"]["observedGeneration"] == p["metadata"]["generation"]
+                }) && status.is_some_and(|st| {
+                    st["updatedReplicas"].as_u64() == Some(spec.replicas as u64)
+                        && st["replicas"].as_u64() == Some(spec.replicas as u64)
+                });
+                if nodes.len() != spec.replicas
+                    || !crate::pools::all_updated(&nodes, &spec.hash)
+                    || !reported
+                {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Every trace of `certname`'s signature is gone: the CA no longer holds it, the bucket
@@ -1225,6 +1508,10 @@ impl Trial {
                 }
                 self.note(format!("start {key:?}"));
                 let paused = self.paused_by(&key);
+                if key.0 == Kind::Pool {
+                    self.pool_pass = crate::pools::pool_spec(&self.api)
+                        .map(|spec| (spec.replicas + spec.surge, paused.is_some()));
+                }
                 if let Some(id) = self.op.spawn(&self.api, key.clone()) {
                     if let Some(by) = paused {
                         self.note(format!("  (paused: {by})"));
@@ -1359,7 +1646,7 @@ impl Trial {
                     .to_string()
             })
             .collect();
-        match self.rng.random_range(0..106) {
+        match self.rng.random_range(0..114) {
             0..=19 => {
                 if names.len() < self.cfg.max_nodes {
                     self.create_node();
@@ -1492,11 +1779,12 @@ impl Trial {
                     self.note(format!(
                         "an admin strips the finalizers of node {name} and deletes it"
                     ));
-                    let uid = self
-                        .names
+                    // The UID of the node of that name now (a pool reuses names).
+                    let uid = nodes
                         .iter()
-                        .find(|(_, n)| **n == name)
-                        .map(|(u, _)| u.clone());
+                        .find(|n| n["metadata"]["name"] == name.as_str())
+                        .and_then(|n| n["metadata"]["uid"].as_str())
+                        .map(String::from);
                     self.orphans.extend(uid);
                     self.api.edit(
                         "puppetnodes",
@@ -1543,6 +1831,48 @@ impl Trial {
             }
             103..=104 => self.set_paused(Kind::Master, MASTER, true),
             105 => self.set_paused(Kind::Master, MASTER, false),
+            // The pool's users: scale, change the image (a roll) or the classes (in
+            // place), pause, delete it.
+            106..=108 if self.pool.is_some() => {
+                let replicas = self.rng.random_range(0..=4);
+                if self.api.edit(
+                    "puppetnodepools",
+                    NS,
+                    crate::pools::POOL,
+                    &json!({"spec": {"replicas": replicas}}),
+                ) {
+                    self.note(format!("user scales the pool to {replicas}"));
+                }
+            }
+            109 if self.pool.is_some() => {
+                let image = crate::pools::IMAGES[self.rng.random_range(0..3)];
+                if self.api.edit(
+                    "puppetnodepools",
+                    NS,
+                    crate::pools::POOL,
+                    &json!({"spec": {"template": {"spec": {"instance": {"imageId": image}}}}}),
+                ) {
+                    self.note(format!("user sets the pool's image to {image}"));
+                }
+            }
+            110 if self.pool.is_some() => {
+                let class = format!("role::r{}", self.rng.random_range(0..5));
+                if self.api.edit(
+                    "puppetnodepools",
+                    NS,
+                    crate::pools::POOL,
+                    &json!({"spec": {"template": {"spec": {"classes": [class]}}}}),
+                ) {
+                    self.note(format!("user sets the pool's classes to {class}"));
+                }
+            }
+            111 if self.pool.is_some() => self.set_paused(Kind::Pool, crate::pools::POOL, true),
+            112 if self.pool.is_some() => self.set_paused(Kind::Pool, crate::pools::POOL, false),
+            113 if self.pool.is_some() && self.rng.random_bool(0.3) => {
+                if self.api.delete("puppetnodepools", NS, crate::pools::POOL) {
+                    self.note(format!("user deletes pool {}", crate::pools::POOL));
+                }
+            }
             _ => {
                 if names.len() < self.cfg.max_nodes {
                     self.create_node();
@@ -1556,6 +1886,7 @@ impl Trial {
         let value = if paused { json!("true") } else { Value::Null };
         let what = match kind {
             Kind::Node => format!("node {name}"),
+            Kind::Pool => format!("pool {name}"),
             _ => "the master".to_string(),
         };
         let verb = if paused { "pauses" } else { "unpauses" };
@@ -1590,6 +1921,12 @@ impl Trial {
                     .map(|_| format!("its master {master}"))
             }
             Kind::Master if is_paused(&obj) => Some("the master".to_string()),
+            Kind::Pool if is_paused(&obj) => Some("the pool".to_string()),
+            Kind::Pool => self
+                .api
+                .get("puppetmasters", NS, MASTER)
+                .filter(is_paused)
+                .map(|_| format!("its master {MASTER}")),
             _ => None,
         }
     }
@@ -1608,7 +1945,7 @@ impl Trial {
         let forbidden = match key.0 {
             Kind::Node => mutates(call),
             Kind::Master => self.removal_targets(call).is_some(),
-            Kind::Watch => false,
+            Kind::Watch | Kind::Pool => false,
         };
         if forbidden {
             self.violation(format!(

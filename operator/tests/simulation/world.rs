@@ -16,13 +16,13 @@ use puppet_conductor::api::master::{
     CaSpec, CloudProvider, CloudSpec, NodeDefaults, OrphanAction, OrphanSpec, PuppetMasterSpec,
     RecordsSpec, SigningMode,
 };
-use puppet_conductor::api::{PuppetMaster, PuppetNode, SecretRef};
+use puppet_conductor::api::{PuppetMaster, PuppetNode, PuppetNodePool, SecretRef};
 use puppet_conductor::controller::context::NodeSettings;
 use puppet_conductor::controller::error::chain;
 use puppet_conductor::controller::events::MemoryEvents;
 use puppet_conductor::controller::master_cache::GuardedMaster;
 use puppet_conductor::controller::services::{MasterServices, ServiceFactory};
-use puppet_conductor::controller::{master, node, signing_watch, Context, ReconcileError};
+use puppet_conductor::controller::{master, node, pool, signing_watch, Context, ReconcileError};
 use puppet_conductor::fakes::ca::FakeCa;
 use puppet_conductor::fakes::ec2::FakeEc2;
 use puppet_conductor::fakes::records::FakeRecords;
@@ -47,6 +47,7 @@ pub enum Kind {
     Master,
     Node,
     Watch,
+    Pool,
 }
 
 impl Kind {
@@ -54,6 +55,7 @@ impl Kind {
         match self {
             Kind::Master | Kind::Watch => "puppetmasters",
             Kind::Node => "puppetnodes",
+            Kind::Pool => "puppetnodepools",
         }
     }
 }
@@ -313,6 +315,19 @@ impl Operator {
                         Err(e) => {
                             let why = chain(&e);
                             (node::error_policy(obj, &e, ctx), Some(why))
+                        }
+                    }
+                })
+            }
+            Kind::Pool => {
+                let obj: PuppetNodePool = serde_json::from_value(value).ok()?;
+                tokio::spawn(async move {
+                    let obj = Arc::new(obj);
+                    match pool::reconcile(obj.clone(), ctx.clone()).await {
+                        Ok(a) => (a, None),
+                        Err(e) => {
+                            let why = chain(&e);
+                            (pool::error_policy(obj, &e, ctx), Some(why))
                         }
                     }
                 })

@@ -116,6 +116,8 @@ pub(super) async fn write_status(
     let patch = json!({
         "apiVersion": "puppet-conductor.dev/v1alpha1",
         "kind": "PuppetMaster",
+        // Only for this master, not a namesake made since.
+        "metadata": {"uid": master.meta().uid},
         "status": status,
     });
     api.patch_status(

@@ -179,7 +179,8 @@ pub(super) async fn report_failure(node: &PuppetNode, ctx: &Context, error: &Rec
         return;
     }
     let api: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({ "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetNode", "status": status });
+    // Conditional on the UID, as every status write (`status::write_status`).
+    let patch = json!({ "apiVersion": "puppet-conductor.dev/v1alpha1", "kind": "PuppetNode", "metadata": {"uid": node.meta().uid}, "status": status });
     if let Err(e) = api
         .patch_status(
             &node.name_any(),

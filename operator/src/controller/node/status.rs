@@ -345,9 +345,13 @@ pub(super) async fn write_status(
             .namespace()
             .ok_or(ReconcileError::MissingMetadata("namespace"))?;
         let api: Api<PuppetNode> = Api::namespaced(ctx.client.clone(), &ns);
+        // The UID makes the write conditional: a pass that started before this node was
+        // deleted and a namesake created (a pool reuses names) must not write the old
+        // node's status onto the new one (simulation seed 2552 of the first pool run).
         let patch = json!({
             "apiVersion": "puppet-conductor.dev/v1alpha1",
             "kind": "PuppetNode",
+            "metadata": {"uid": node.meta().uid},
             "status": status,
         });
         api.patch_status(

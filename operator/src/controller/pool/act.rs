@@ -169,6 +169,8 @@ async fn rewrite(
     }
     let patch = json!({
         "metadata": {
+            // This node, not a namesake made since the pass listed it.
+            "uid": node.meta().uid,
             "labels": string_map(&want.metadata.labels),
             "annotations": string_map(&want.metadata.annotations),
         },

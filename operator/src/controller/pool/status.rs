@@ -50,6 +50,8 @@ pub(super) async fn write_status(
     let patch = json!({
         "apiVersion": "puppet-conductor.dev/v1alpha1",
         "kind": "PuppetNodePool",
+        // Only for this pool, not a namesake made since.
+        "metadata": {"uid": pool.meta().uid},
         "status": status,
     });
     api.patch_status(
