@@ -547,6 +547,7 @@ pub mod served {
     const PLURALS: &[&str] = &[
         "puppetnodes",
         "puppetmasters",
+        "puppetnodepools",
         "secrets",
         "events",
         "customresourcedefinitions",
