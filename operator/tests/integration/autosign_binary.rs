@@ -88,7 +88,7 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 /// A CSR (PEM) shaped like the agent's: CN = certname, the challenge as a PrintableString
 /// challengePassword attribute, `pp_instance_id` as a requested UTF8String extension, a new
 /// P-256 key.
-fn csr(certname: &str, challenge: &str, instance_id: &str) -> String {
+pub(crate) fn csr(certname: &str, challenge: &str, instance_id: &str) -> String {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

@@ -21,7 +21,6 @@ use puppet_conductor::fakes::ec2::FakeEc2;
 use puppet_conductor::fakes::records::FakeRecords;
 use puppet_conductor::fakes::{Faults, Gate};
 use puppet_conductor::identity::ChallengeKey;
-use rcgen::{Attribute, CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
 
 use crate::node_support::{master as master_object, node, Harness, NS};
 
@@ -318,7 +317,7 @@ async fn a_paused_nodes_waiting_csr_is_neither_signed_nor_removed_until_it_resum
         .ca
         .submit_csr(
             &certname,
-            &agent_csr(&certname, &challenge, &pp_instance_id),
+            &crate::autosign_binary::csr(&certname, &challenge, &pp_instance_id),
         )
         .unwrap();
 
@@ -446,34 +445,4 @@ async fn a_paused_masters_nodes_launch_nothing_and_its_sweep_removes_nothing() {
     assert_eq!(live.len(), 1, "web-1's instance: {live:?}");
     assert_eq!(events_with_reason(&h, "pm", "Resumed"), 1);
     assert_eq!(node_condition(&h, "web-1", "Paused").await.1, "Resumed");
-}
-
-/// A CSR shaped like the agent's: the challenge and instance id its user data hands it.
-fn agent_csr(certname: &str, challenge: &str, instance_id: &str) -> String {
-    const OID_CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
-    const OID_PP_INSTANCE_ID: &[u64] = &[1, 3, 6, 1, 4, 1, 34380, 1, 1, 2];
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag, u8::try_from(content.len()).unwrap()];
-        out.extend_from_slice(content);
-        out
-    }
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, certname);
-    params
-        .custom_extensions
-        .push(CustomExtension::from_oid_content(
-            OID_PP_INSTANCE_ID,
-            tlv(0x0c, instance_id.as_bytes()),
-        ));
-    let attributes = vec![Attribute {
-        oid: OID_CHALLENGE_PASSWORD,
-        values: tlv(0x31, &tlv(0x13, challenge.as_bytes())),
-    }];
-    params
-        .serialize_request_with_attributes(&key, attributes)
-        .unwrap()
-        .pem()
-        .unwrap()
 }
