@@ -29,7 +29,9 @@ use crate::e2e_support::{
 };
 use crate::node_support::{unique, MotoServices, MOTO_LOAD};
 
-fn pool_of(template: &PuppetNode, replicas: i32) -> PuppetNodePool {
+/// Pool `web` of `replicas` nodes of `template`'s spec, labelled `app=web`, maxSurge 1 and
+/// maxUnavailable 0 (the reconciler tests' pool too).
+pub(crate) fn pool_of(template: &PuppetNode, replicas: i32) -> PuppetNodePool {
     let labels = [("app".to_string(), "web".to_string())];
     PuppetNodePool::new(
         "web",

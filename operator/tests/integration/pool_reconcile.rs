@@ -10,8 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use kube_fake_client::ClientBuilder;
 use puppet_conductor::api::pool::{
-    PoolSelector, PoolStrategy, PuppetNodePoolSpec, PuppetNodeTemplate, RollingUpdate,
-    ScaleDownOrder, StrategyType, TemplateMetadata, POOL_LABEL, TEMPLATE_HASH_LABEL,
+    PoolStrategy, RollingUpdate, StrategyType, POOL_LABEL, TEMPLATE_HASH_LABEL,
 };
 use puppet_conductor::api::{PuppetMaster, PuppetNode, PuppetNodePool};
 use puppet_conductor::controller::context::NodeSettings;
@@ -34,33 +33,7 @@ impl ServiceFactory for NoServices {
 }
 
 fn web_pool(replicas: i32) -> PuppetNodePool {
-    let labels = [("app".to_string(), "web".to_string())];
-    let mut p = PuppetNodePool::new(
-        "web",
-        PuppetNodePoolSpec {
-            replicas,
-            selector: PoolSelector {
-                match_labels: labels.clone().into(),
-                match_expressions: Vec::new(),
-            },
-            template: PuppetNodeTemplate {
-                metadata: TemplateMetadata {
-                    labels: labels.into(),
-                    annotations: Default::default(),
-                },
-                spec: node("unused", "pm", &["profile::web"]).spec,
-            },
-            strategy: PoolStrategy {
-                type_: StrategyType::RollingUpdate,
-                rolling_update: Some(RollingUpdate {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            },
-            min_ready_seconds: 0,
-            scale_down_order: ScaleDownOrder::NewestFirst,
-        },
-    );
+    let mut p = crate::cluster_pool::pool_of(&node("unused", "pm", &["profile::web"]), replicas);
     p.metadata.namespace = Some(NS.into());
     p
 }
