@@ -20,6 +20,8 @@ pub struct Member {
     pub ready: bool,
     /// Ready for at least the pool's `minReadySeconds`.
     pub available: bool,
+    /// When it became Ready (seconds since the epoch), if it is.
+    pub ready_since: Option<i64>,
     /// Creation time, seconds since the epoch (0 when unknown).
     pub created: i64,
     /// Its classification, policies, labels and annotations are the template's.
@@ -57,6 +59,7 @@ impl Member {
             deleting: meta.deletion_timestamp.is_some(),
             ready: ready_since.is_some(),
             available: ready_since.is_some_and(|at| now.timestamp() - at >= min_ready_seconds),
+            ready_since,
             created: meta
                 .creation_timestamp
                 .as_ref()

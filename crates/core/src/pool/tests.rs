@@ -42,6 +42,7 @@ fn member(name: &str, created: i64, updated: bool, ready: bool) -> Member {
         deleting: false,
         ready,
         available: ready,
+        ready_since: ready.then_some(0),
         created,
         in_sync: true,
     }

@@ -172,8 +172,9 @@ async fn paused_by(
     pool: &PuppetNodePool,
     ns: &str,
 ) -> Result<Option<String>, ReconcileError> {
+    // The nodes' and masters' own reading of the annotation.
     let set = |annotations: &std::collections::BTreeMap<String, String>| {
-        annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true")
+        crate::pause::paused(Some(annotations))
     };
     if set(pool.annotations()) {
         return Ok(Some(format!(
@@ -193,8 +194,10 @@ fn next_look(pool: &PuppetNodePool, observed: &Observed, ctx: &Context) -> Durat
     let min_ready = i64::from(pool.spec.min_ready_seconds);
     let now = chrono::Utc::now().timestamp();
     observed
-        .ready_since
+        .members
         .iter()
+        .filter(|m| !m.deleting)
+        .filter_map(|m| m.ready_since)
         .map(|since| since + min_ready - now)
         .filter(|left| *left > 0)
         .min()

@@ -15,8 +15,6 @@ pub(super) struct Observed {
     pub members: Vec<Member>,
     /// The nodes themselves, by the same index.
     pub nodes: Vec<PuppetNode>,
-    /// When each Ready node became Ready (seconds since the epoch).
-    pub ready_since: Vec<i64>,
 }
 
 /// Whether `node` is owned (as its controller) by the pool of UID `uid`.
@@ -54,21 +52,5 @@ pub(super) async fn observe(
         .iter()
         .map(|n| Member::of(n, &pool.spec.template, hash, min_ready, now))
         .collect();
-    let ready_since = nodes
-        .iter()
-        .filter(|n| n.meta().deletion_timestamp.is_none())
-        .filter_map(|n| {
-            n.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == crate::api::conditions::READY && c.status == "True")
-        })
-        .map(|c| c.last_transition_time.0.as_second())
-        .collect();
-    Ok(Observed {
-        members,
-        nodes,
-        ready_since,
-    })
+    Ok(Observed { members, nodes })
 }
